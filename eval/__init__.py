@@ -1,0 +1,1 @@
+"""Evaluation of speech-to-speech replies: metrics, ASR, latency, reports."""

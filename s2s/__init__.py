@@ -1,0 +1,1 @@
+"""s2s workbench: speech in, speech out, no text in between."""

@@ -1,0 +1,288 @@
+"""The speech-to-speech transformer: a GPT over reply codes that cross-attends to prompt codes.
+
+Input at each step is the sum of the K codebook embeddings of the previous step (delay pattern,
+see patterns.py) plus a sinusoidal position; decoder blocks are causal self-attention over the
+reply, cross-attention to the (optionally encoded) prompt codes, and an MLP; K output heads give
+the next token of every codebook. Shapes: prompt [B, K, S], reply steps [B, K, T], logits
+[B, K, T, V] with V = cardinality + 3 (codes, then BOS, PAD, EOS).
+
+    python -m s2s.model            # table of the presets: layers, width, heads, parameters
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s2s import patterns
+
+
+@dataclass
+class ModelConfig:
+    n_codebooks: int = 4
+    cardinality: int = 1024
+    d_model: int = 256
+    n_layer: int = 8
+    n_head: int = 8
+    d_ff: int = 1024
+    n_encoder_layer: int = 0
+    max_prompt_frames: int = 4500  # 60 s at 75 frames/s
+    max_reply_frames: int = 1500  # 20 s at 75 frames/s
+    dropout: float = 0.0
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"ModelConfig.{f.name} must be a non-negative int, got {value!r}")
+        if self.d_model % self.n_head or self.n_head == 0:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def vocab_size(self) -> int:
+        return patterns.vocab_size(self.cardinality)
+
+    @property
+    def max_steps(self) -> int:
+        """Reply steps the position table covers: frames + the K-step delay tail."""
+        return self.max_reply_frames + self.n_codebooks
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+# Parameter counts within 10% of the name (python -m s2s.model prints them). 300m is the seed's
+# model: 12 decoder layers. 10m is sized to generate >= 4x real time on 2 CPU cores.
+PRESETS: dict[str, ModelConfig] = {
+    "10m": ModelConfig(d_model=320, n_layer=4, n_head=5, d_ff=1024, n_encoder_layer=2, preset="10m"),
+    "50m": ModelConfig(d_model=640, n_layer=7, n_head=10, d_ff=2560, preset="50m"),
+    "100m": ModelConfig(d_model=768, n_layer=10, n_head=12, d_ff=3072, preset="100m"),
+    "300m": ModelConfig(d_model=1280, n_layer=12, n_head=20, d_ff=4608, preset="300m"),
+}
+
+
+def preset_config(name: str, **overrides) -> ModelConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid presets: {list(PRESETS)}")
+    return ModelConfig(**{**PRESETS[name].to_dict(), **overrides})
+
+
+def sinusoids(length: int, dim: int) -> torch.Tensor:
+    """[length, dim] fixed sinusoidal positions (Vaswani et al.)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return table
+
+
+class Attention(nn.Module):
+    """Multi-head attention; keys/values come from `source` (self: x itself, cross: the prompt)."""
+
+    def __init__(self, d_model: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(d_model, d_model, bias=False)
+        self.key_value = nn.Linear(d_model, 2 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape  # [B, T, D] -> [B, H, T, D/H]
+        return x.view(b, t, self.n_head, d // self.n_head).transpose(1, 2)
+
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.key_value(source).chunk(2, dim=-1)
+        return self.heads(k), self.heads(v)
+
+    def attend(self, x, k, v, mask=None, is_causal=False) -> torch.Tensor:
+        q = self.heads(self.query(x))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        b, h, t, hd = y.shape
+        return self.out(y.transpose(1, 2).reshape(b, t, h * hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.fc = nn.Linear(d_model, d_ff)
+        self.proj = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class EncoderBlock(nn.Module):
+    """Bidirectional self-attention + MLP over the prompt."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg.d_model, cfg.n_head)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg.d_model, cfg.d_ff)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        h = self.ln1(x)
+        k, v = self.attn.project_kv(h)
+        x = x + self.drop(self.attn.attend(h, k, v, mask=key_mask))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class DecoderBlock(nn.Module):
+    """Causal self-attention over the reply, cross-attention to the prompt, MLP."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.self_attn = Attention(cfg.d_model, cfg.n_head)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.cross_attn = Attention(cfg.d_model, cfg.n_head)
+        self.ln3 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg.d_model, cfg.d_ff)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cross_kv, cross_mask, cache=None, pos=None, self_mask=None):
+        """x [B, T, D]; cross_kv: (k, v) [B, H, S, D/H]; cache: KV tensors written at `pos`."""
+        h = self.ln1(x)
+        k, v = self.self_attn.project_kv(h)
+        if cache is None:
+            y = self.self_attn.attend(h, k, v, is_causal=True)
+        else:
+            k_cache, v_cache = cache
+            k_cache.index_copy_(2, pos, k.to(k_cache.dtype))
+            v_cache.index_copy_(2, pos, v.to(v_cache.dtype))
+            y = self.self_attn.attend(h, k_cache, v_cache, mask=self_mask)
+        x = x + self.drop(y)
+        x = x + self.drop(self.cross_attn.attend(self.ln2(x), *cross_kv, mask=cross_mask))
+        return x + self.drop(self.mlp(self.ln3(x)))
+
+
+class S2SModel(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        k, v, d = cfg.n_codebooks, cfg.vocab_size, cfg.d_model
+        # One table for all codebooks: codebook k's token i is row k * V + i; a step's input is
+        # the sum of its K rows.
+        self.embedding = nn.Embedding(k * v, d)
+        self.register_buffer("codebook_offsets", torch.arange(k) * v, persistent=False)
+        self.register_buffer(
+            "positions", sinusoids(max(cfg.max_prompt_frames, cfg.max_steps), d), persistent=False
+        )
+        self.encoder = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_encoder_layer))
+        self.prompt_norm = nn.LayerNorm(d)
+        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(d)
+        self.heads = nn.Parameter(torch.empty(k, v, d))  # K output heads, [K, V, D]
+        self.drop = nn.Dropout(cfg.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        residual_std = 0.02 / math.sqrt(2 * max(self.cfg.n_layer, 1))
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                continue
+            std = residual_std if name.endswith(("out.weight", "proj.weight")) else 0.02
+            nn.init.normal_(p, mean=0.0, std=std)
+        for m in self.modules():
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def embed(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """tokens [B, K, T], pos [T] -> [B, T, D]."""
+        x = self.embedding(tokens + self.codebook_offsets[None, :, None]).sum(dim=1)
+        return self.drop(x + self.positions[pos])
+
+    def encode_prompt(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None = None):
+        """prompt [B, K, S] codes (+ mask [B, S], True = real frame) -> memory [B, S, D]."""
+        s = prompt.shape[-1]
+        if s > self.cfg.max_prompt_frames:
+            raise ValueError(
+                f"prompt has {s} frames; this model takes at most {self.cfg.max_prompt_frames}"
+            )
+        x = self.embed(prompt, torch.arange(s, device=prompt.device))
+        key_mask = None if prompt_mask is None else prompt_mask[:, None, None, :]
+        for block in self.encoder:
+            x = block(x, key_mask)
+        return self.prompt_norm(x)
+
+    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per decoder layer, the cross-attention keys/values of the prompt (computed once)."""
+        return [block.cross_attn.project_kv(memory) for block in self.blocks]
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, K, T, V]."""
+        return torch.einsum("btd,kvd->bktv", self.ln_f(x), self.heads)
+
+    def decode(self, steps, pos, cross_kvs, cross_mask=None, caches=None, self_mask=None):
+        """steps [B, K, T] at positions pos [T] -> logits [B, K, T, V]."""
+        x = self.embed(steps, pos)
+        for i, block in enumerate(self.blocks):
+            cache = None if caches is None else caches[i]
+            x = block(x, cross_kvs[i], cross_mask, cache=cache, pos=pos, self_mask=self_mask)
+        return self.logits(x)
+
+    def forward(self, prompt, reply_in, prompt_mask=None) -> torch.Tensor:
+        """Teacher forcing: prompt [B, K, S], reply_in [B, K, T] -> logits [B, K, T, V]."""
+        t = reply_in.shape[-1]
+        if t > self.cfg.max_steps:
+            raise ValueError(f"reply has {t} steps; this model takes at most {self.cfg.max_steps}")
+        memory = self.encode_prompt(prompt, prompt_mask)
+        cross_mask = None if prompt_mask is None else prompt_mask[:, None, None, :]
+        pos = torch.arange(t, device=reply_in.device)
+        return self.decode(reply_in, pos, self.cross_kv(memory), cross_mask)
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    with torch.device("meta"):
+        model = S2SModel(cfg)
+    return sum(p.numel() for p in model.parameters())
+
+
+def preset_table() -> list[dict]:
+    rows = []
+    for name, cfg in PRESETS.items():
+        rows.append(
+            {
+                "preset": name,
+                "layers": cfg.n_layer,
+                "encoder_layers": cfg.n_encoder_layer,
+                "d_model": cfg.d_model,
+                "heads": cfg.n_head,
+                "d_ff": cfg.d_ff,
+                "parameters": count_parameters(cfg),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
+    print(f"{'preset':>7} {'layers':>6} {'enc':>4} {'d_model':>7} {'heads':>5} {'d_ff':>5} {'params':>12}")
+    for r in preset_table():
+        print(
+            f"{r['preset']:>7} {r['layers']:>6} {r['encoder_layers']:>4} {r['d_model']:>7} "
+            f"{r['heads']:>5} {r['d_ff']:>5} {r['parameters'] / 1e6:>11.1f}M"
+        )
+
+
+if __name__ == "__main__":
+    main()
