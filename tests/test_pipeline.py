@@ -1,0 +1,101 @@
+"""The turn end to end on the CPU: a real (small, random-codebook) EnCodec and a tiny model."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import EncodecConfig, EncodecModel
+
+from s2s.checkpoint import CheckpointError, save_checkpoint
+from s2s.codec import EncodecCodec
+from s2s.model import ModelConfig, S2SModel
+from s2s.pipeline import CHUNK_MS, load_pipeline
+
+SR = 24000
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig(hidden_size=32, num_filters=8, num_lstm_layers=1))
+    for layer in model.quantizer.layers:  # random init leaves the codebooks at zero
+        layer.codebook.embed.normal_()
+    return EncodecCodec(model=model, bandwidth=3.0)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(codec, tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_codebooks=4, cardinality=1024, d_model=32, n_layer=2, n_head=4, d_ff=64,
+                      max_prompt_frames=400, max_reply_frames=60)
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny", S2SModel(cfg), codec.describe())
+
+
+def speech_like(seconds=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+            + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_respond_returns_audio_codes_and_timings(codec, checkpoint):
+    pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
+    reply = pipe.respond((speech_like(), 16000), seed=0, max_seconds=0.4)
+    assert reply.sample_rate == SR
+    assert reply.prompt_codes.shape == (4, 75)  # 1 s at 75 frames/s, whatever the input rate
+    assert reply.reply_codes.shape == (4, 30)  # no EOS from a random model: cut at 0.4 s
+    assert len(reply.audio) == 30 * 320
+    for key in ("load", "encode", "prefill", "first_frame", "generate", "decode",
+                "time_to_first_audio", "total", "realtime_factor"):
+        assert reply.timings[key] > 0, key
+    assert reply.timings["time_to_first_audio"] <= reply.timings["total"]
+
+
+def test_stream_chunks_are_short_and_match_one_shot_decode(codec, checkpoint):
+    pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
+    chunks = list(pipe.stream((speech_like(), 16000), seed=1, max_seconds=0.8))
+    reply = chunks[-1].reply
+    assert reply is not None and all(c.reply is None for c in chunks[:-1])
+    audio = [c.audio for c in chunks[:-1]]
+    assert len(audio) >= 4
+    assert max(len(a) for a in audio) <= CHUNK_MS / 1000 * SR
+    streamed = np.concatenate(audio)
+    one_shot = codec.decode(reply.reply_codes).numpy()
+    assert streamed.shape == one_shot.shape
+    snr_db = 10 * np.log10(np.sum(one_shot**2) / np.sum((streamed - one_shot) ** 2))
+    assert snr_db > 30  # limited left context (LSTM state) only: no dropped or doubled samples
+
+
+def test_same_seed_same_reply(codec, checkpoint):
+    pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
+    a = pipe.respond((speech_like(), 16000), seed=3, max_seconds=0.2)
+    b = pipe.respond((speech_like(), 16000), seed=3, max_seconds=0.2)
+    assert torch.equal(a.reply_codes, b.reply_codes)
+
+
+def test_checkpoint_with_another_codec_is_refused(codec, tmp_path):
+    cfg = ModelConfig(d_model=16, n_layer=1, n_head=2, d_ff=16)
+    path = save_checkpoint(tmp_path / "wq", S2SModel(cfg), {"name": "world_vq", "params": {"v": 1}})
+    with pytest.raises(CheckpointError, match="trained with codec world_vq"):
+        load_pipeline(path, device="cpu", codec=codec)
+
+
+def test_bad_inputs(codec, checkpoint):
+    pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
+    with pytest.raises(ValueError, match="silent"):
+        pipe.respond((np.zeros(16000, np.float32), 16000))
+    with pytest.raises(ValueError, match="max_seconds"):
+        pipe.respond((speech_like(), 16000), max_seconds=100.0)
+    with pytest.raises(ValueError, match="at most 5.3 s"):
+        pipe.respond((speech_like(seconds=6.0), 16000))
+    with pytest.raises(ValueError, match="temperature"):
+        pipe.respond((speech_like(), 16000), temperature=-1.0)
+
+
+def test_device_choice():
+    from s2s.pipeline import pick_device
+    assert pick_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="'cpu' or 'cuda'"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            pick_device("cuda")
