@@ -123,12 +123,13 @@ class StepRules:
     """What the delay pattern allows at each step (shared by generate() and its test reference).
 
     Codebook k is PAD before step k; while active it takes codec codes only, except codebook 0,
-    which may also end the reply with EOS (from frame 1 on; forced at max_frames). After
+    which may also end the reply with EOS (from frame min_frames on; forced at max_frames). After
     codebook 0's EOS at step E, codebook k is EOS at E + k and PAD after.
     """
 
-    def __init__(self, n_codebooks: int, cardinality: int, max_frames: int):
-        self.k, self.card, self.max_frames = n_codebooks, cardinality, max_frames
+    def __init__(self, n_codebooks: int, cardinality: int, max_frames: int, min_frames: int = 1):
+        self.k, self.card = n_codebooks, cardinality
+        self.min_frames, self.max_frames = min_frames, max_frames
         self.ids = patterns.special_ids(cardinality)
         self.eos_step: int | None = None
 
@@ -136,7 +137,7 @@ class StepRules:
         """logits [K, V] for this step -> tokens [K], through `sample(masked_logits) -> [K]`."""
         masked = logits.clone()
         masked[:, self.card :] = float("-inf")
-        if step >= 1 and self.eos_step is None:
+        if step >= self.min_frames and self.eos_step is None:
             masked[0, self.ids["eos"]] = logits[0, self.ids["eos"]]
         tokens = sample(masked)
         for k in range(self.k):
@@ -167,6 +168,7 @@ def generate(
     prompt: torch.Tensor,
     *,
     max_frames: int | None = None,
+    min_frames: int = 1,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
@@ -176,6 +178,7 @@ def generate(
 ) -> Iterator[torch.Tensor]:
     """prompt codes [K, S] -> yields reply frames [K] (codes) as each frame completes.
 
+    The reply has between min_frames and max_frames frames; it ends where codebook 0 emits EOS.
     compile=True runs the decode step through torch.compile(mode="reduce-overhead") over a
     static cache (worth it on a GPU; the first call compiles for tens of seconds).
     timings: a dict that receives "prefill" (ms).
@@ -183,6 +186,8 @@ def generate(
     cfg = model.cfg
     max_frames = cfg.max_reply_frames if max_frames is None else max_frames
     validate_sampling(temperature, top_k, top_p, max_frames)
+    if not isinstance(min_frames, int) or not 1 <= min_frames <= max_frames:
+        raise ValueError(f"min_frames must be an int in [1, max_frames={max_frames}], got {min_frames!r}")
     if max_frames > cfg.max_reply_frames:
         raise ValueError(f"max_frames {max_frames} exceeds the model's max_reply_frames {cfg.max_reply_frames}")
     check_prompt(prompt, cfg)
@@ -194,7 +199,7 @@ def generate(
     def sample(masked: torch.Tensor) -> torch.Tensor:
         return sample_next(masked, temperature, top_k, top_p, generator)
 
-    rules = StepRules(cfg.n_codebooks, cfg.cardinality, max_frames)
+    rules = StepRules(cfg.n_codebooks, cardinality=cfg.cardinality, max_frames=max_frames, min_frames=min_frames)
     session = Session.allocate(model, batch=1, max_steps=max_frames + cfg.n_codebooks, static=compile)
     decode_fn = compiled_decode_step() if compile else decode_step
     t0 = time.perf_counter()

@@ -52,6 +52,7 @@ def test_natural_eos_ends_the_reply():
     frames = list(generate(m, torch.randint(0, 32, (3, 5)), max_frames=30, temperature=0))
     assert len(frames) == 1  # EOS is allowed from step 1, so exactly one frame
     assert all(int(f.max()) < CFG.cardinality for f in frames)
+    assert len(list(generate(m, torch.randint(0, 32, (3, 5)), min_frames=7, max_frames=30, temperature=0))) == 7
 
 
 def test_seeded_sampling_is_reproducible_and_in_range(model):
@@ -81,6 +82,7 @@ def test_sample_next_top_k_and_top_p():
     (dict(top_p=0.0), "top_p"),
     (dict(max_frames=0), "max_frames"),
     (dict(max_frames=41), "max_reply_frames"),
+    (dict(max_frames=5, min_frames=6), "min_frames"),
 ])
 def test_bad_sampling_arguments(model, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -3,10 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from transformers import EncodecConfig, EncodecModel
 
 from s2s.checkpoint import CheckpointError, save_checkpoint
-from s2s.codec import EncodecCodec
 from s2s.model import ModelConfig, S2SModel
 from s2s.pipeline import CHUNK_MS, load_pipeline
 
@@ -14,12 +12,8 @@ SR = 24000
 
 
 @pytest.fixture(scope="module")
-def codec():
-    torch.manual_seed(0)
-    model = EncodecModel(EncodecConfig(hidden_size=32, num_filters=8, num_lstm_layers=1))
-    for layer in model.quantizer.layers:  # random init leaves the codebooks at zero
-        layer.codebook.embed.normal_()
-    return EncodecCodec(model=model, bandwidth=3.0)
+def codec(tiny_encodec):
+    return tiny_encodec
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +24,7 @@ def checkpoint(codec, tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("ck") / "tiny", S2SModel(cfg), codec.describe())
 
 
-def speech_like(seconds=1.0, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
-            + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def test_respond_returns_audio_codes_and_timings(codec, checkpoint):
+def test_respond_returns_audio_codes_and_timings(codec, checkpoint, speech_like):
     pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
     reply = pipe.respond((speech_like(), 16000), seed=0, max_seconds=0.4)
     assert reply.sample_rate == SR
@@ -50,7 +37,7 @@ def test_respond_returns_audio_codes_and_timings(codec, checkpoint):
     assert reply.timings["time_to_first_audio"] <= reply.timings["total"]
 
 
-def test_stream_chunks_are_short_and_match_one_shot_decode(codec, checkpoint):
+def test_stream_chunks_are_short_and_match_one_shot_decode(codec, checkpoint, speech_like):
     pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
     chunks = list(pipe.stream((speech_like(), 16000), seed=1, max_seconds=0.8))
     reply = chunks[-1].reply
@@ -65,7 +52,7 @@ def test_stream_chunks_are_short_and_match_one_shot_decode(codec, checkpoint):
     assert snr_db > 30  # limited left context (LSTM state) only: no dropped or doubled samples
 
 
-def test_same_seed_same_reply(codec, checkpoint):
+def test_same_seed_same_reply(codec, checkpoint, speech_like):
     pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
     a = pipe.respond((speech_like(), 16000), seed=3, max_seconds=0.2)
     b = pipe.respond((speech_like(), 16000), seed=3, max_seconds=0.2)
@@ -79,7 +66,7 @@ def test_checkpoint_with_another_codec_is_refused(codec, tmp_path):
         load_pipeline(path, device="cpu", codec=codec)
 
 
-def test_bad_inputs(codec, checkpoint):
+def test_bad_inputs(codec, checkpoint, speech_like):
     pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
     with pytest.raises(ValueError, match="silent"):
         pipe.respond((np.zeros(16000, np.float32), 16000))

@@ -1,0 +1,327 @@
+"""Train (or fine-tune) the speech-to-speech model on a corpus manifest.
+
+    python -m s2s.train --preset 10m --data data/corpus/manifest.jsonl --codec world_vq --out ckpts/NAME
+    python -m s2s.train ... --resume                         # continue ckpts/NAME at its step
+    python -m s2s.train ... --init ckpts/base --filter accent=en-gb --lr 1e-4 --out ckpts/gb
+    torchrun --nproc_per_node 2 -m s2s.train ...             # DistributedDataParallel (gloo on CPU)
+
+The corpus is tokenised once by the codec and cached (s2s/dataset.py). AdamW with linear
+warm-up then cosine decay, gradient clipping, bf16 autocast on CUDA. Every --eval-every steps
+a validation loss on the non-train splits; every --check-every steps a spoken check: replies to
+a few eval prompts, transcribed by the offline Whisper, scored by WER and answer accuracy.
+Checkpoints (atomic; optimiser state in extra.safetensors) every --save-every steps and at the
+end; OUT/train_log.jsonl holds every logged loss and check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from s2s import patterns
+from s2s.checkpoint import check_codec, load_checkpoint, load_extra, read_config, save_checkpoint
+from s2s.codec import load_codec
+from s2s.corpus import read_manifest
+from s2s.dataset import collate, epoch_batches, make_pairs, select_rows, tokenise
+from s2s.generate import autocast
+from s2s.model import PRESETS, S2SModel, preset_config
+from s2s.pipeline import Pipeline
+
+LOG_FILE = "train_log.jsonl"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="corpus manifest.jsonl")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--preset", default="10m", choices=list(PRESETS))
+    p.add_argument("--codec", default="world_vq", help="codec name (s2s.available_codecs())")
+    p.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights")
+    p.add_argument("--resume", action="store_true", help="continue --out from its saved step")
+    p.add_argument("--filter", nargs="*", default=[], help="KEY=VALUE manifest filters, e.g. accent=en-gb")
+    p.add_argument("--steps", type=int, default=4000, help="total steps (sets the lr schedule)")
+    p.add_argument("--stop-after", type=int, default=None, help="end this run after N steps (resume later)")
+    p.add_argument("--batch-frames", type=int, default=8000, help="batch size x longest (prompt + reply) frames")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--min-lr-ratio", type=float, default=0.1)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--clip", type=float, default=1.0)
+    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--check-every", type=int, default=1000, help="spoken check (0 = off)")
+    p.add_argument("--check-data", default=None, help="manifest for the spoken check (default: --data)")
+    p.add_argument("--check-n", type=int, default=8)
+    p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--export", default=None, help="also write an fp16 copy without optimiser state here")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2, help="processes for tokenising")
+    return p.parse_args(argv)
+
+
+def lr_at(step: int, args) -> float:
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
+    floor = args.lr * args.min_lr_ratio
+    return floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def loss_fn(model, batch, cardinality: int) -> torch.Tensor:
+    logits = model(batch.prompt, batch.reply_in, batch.prompt_mask)  # [B, K, T, V]
+    pad = patterns.special_ids(cardinality)["pad"]
+    return F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad)
+
+
+def make_optimizer(model, args) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+
+
+def optimizer_tensors(opt: torch.optim.AdamW, step: int) -> dict[str, torch.Tensor]:
+    """AdamW state as flat tensors for safetensors (no pickle)."""
+    out = {"train.step": torch.tensor(step)}
+    for i, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"opt.{i}.{key}"] = torch.as_tensor(value)
+    return out
+
+
+def restore_optimizer(opt: torch.optim.AdamW, tensors: dict[str, torch.Tensor]) -> int:
+    state_dict = opt.state_dict()
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("opt."):
+            _, i, key = name.split(".", 2)
+            state.setdefault(int(i), {})[key] = value
+    state_dict["state"] = state
+    opt.load_state_dict(state_dict)
+    return int(tensors["train.step"])
+
+
+def closest_answer(transcript: str, answers: list[str]) -> str:
+    """The answer whose words the transcript matches best (lowest WER)."""
+    from eval.metrics import wer
+
+    return min(answers, key=lambda a: (wer([transcript], [a]).wer, a))
+
+
+class Trainer:
+    def __init__(self, args, codec=None):
+        self.args = args
+        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo")
+        if args.device == "cuda" or (args.device is None and torch.cuda.is_available()):
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        else:
+            self.device = torch.device("cpu")
+        self.out = Path(args.out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.codec = codec or load_codec(args.codec)
+        self.rows, self.val_rows = self.load_rows()
+        self.model, self.config, self.start_step, extra = self.build_model()
+        self.opt = make_optimizer(self.model, args)
+        if extra:
+            self.start_step = restore_optimizer(self.opt, extra)
+        self.ddp = self.model
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.asr = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def load_rows(self) -> tuple[list[dict], list[dict]]:
+        """Manifest rows for training and validation; every data error is raised here, before training."""
+        data = Path(self.args.data)
+        if not data.is_file():
+            raise ValueError(f"manifest {str(data)!r} does not exist")
+        rows = select_rows(read_manifest(data), self.args.filter)
+        train = [r for r in rows if r["split"] == "train"]
+        if not train:
+            raise ValueError(f"no training pairs in {str(data)!r} (filters: {self.args.filter or 'none'})")
+        val = [r for r in rows if r["split"] != "train"][:64]
+        return train, val
+
+    def build_model(self):
+        args, codec = self.args, self.codec
+        start = args.init
+        if args.resume:
+            if not (self.out / "config.json").is_file():
+                raise ValueError(f"--resume: no checkpoint in {str(self.out)!r} to continue")
+            start = self.out
+        if start is not None:
+            check_codec(read_config(start), codec.describe(), where=f"checkpoint {str(start)!r}")
+            model, config = load_checkpoint(start, device=self.device, codec=codec.describe())
+            model.train()
+            extra = load_extra(start) if args.resume else {}
+            if args.resume and self.main and not self.live_log.is_file() and (self.out / LOG_FILE).is_file():
+                self.live_log.write_bytes((self.out / LOG_FILE).read_bytes())
+            return model, config, 0, extra
+        cfg = preset_config(args.preset, n_codebooks=codec.n_codebooks, cardinality=codec.cardinality,
+                            dropout=args.dropout)
+        torch.manual_seed(args.seed)
+        return S2SModel(cfg).to(self.device).train(), {}, 0, {}
+
+    def summary(self, step: int, extra: dict) -> dict:
+        history = dict(self.config.get("training", {})) if self.args.init else {}
+        return {
+            "steps": step, "preset": self.model.cfg.preset, "data": str(self.args.data),
+            "filters": self.args.filter, "pairs": len(self.rows), "lr": self.args.lr,
+            "world_size": self.world, "log": LOG_FILE, "init": self.args.init,
+            "init_training": history or None, **extra,
+        }
+
+    @property
+    def live_log(self) -> Path:
+        """Appended as training goes (OUT.train_log.jsonl); copied into OUT/ at every save,
+        because a save replaces the checkpoint directory whole."""
+        return self.out.parent / f"{self.out.name}.{LOG_FILE}"
+
+    def log(self, record: dict) -> None:
+        if self.main:
+            with open(self.live_log, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save(self, step: int, extra: dict) -> None:
+        if not self.main:
+            return
+        save_checkpoint(self.out, self.model, self.codec.describe(), training=self.summary(step, extra),
+                        extra_tensors=optimizer_tensors(self.opt, step))
+        if self.live_log.is_file():
+            (self.out / LOG_FILE).write_bytes(self.live_log.read_bytes())
+
+    @torch.no_grad()
+    def validation_loss(self, pairs) -> float:
+        self.model.eval()
+        losses = []
+        for idx in epoch_batches(pairs, 0, self.args.batch_frames, seed=0):
+            batch = collate([pairs[i] for i in idx], self.model.cfg.cardinality).to(self.device)
+            with autocast(self.device):
+                losses.append(float(loss_fn(self.model, batch, self.model.cfg.cardinality)) * len(idx))
+        self.model.train()
+        return sum(losses) / len(pairs)
+
+    def spoken_check(self) -> dict:
+        """Replies to a few eval prompts -> Whisper WER and answer accuracy."""
+        from eval.asr import load_asr
+        from eval.metrics import wer
+
+        data = Path(self.args.check_data or self.args.data)
+        rows = [r for r in read_manifest(data) if r["split"] != "train"][: self.args.check_n]
+        if not rows:
+            return {}
+        self.asr = self.asr or load_asr()
+        answers = sorted({r["response_text"] for r in read_manifest(data)})
+        self.model.eval()
+        pipe = Pipeline(self.model, self.codec, {"codec": self.codec.describe()}, self.device)
+        hyps = []
+        for r in rows:
+            reply = pipe.respond(str(data.parent / r["prompt_audio"]), seed=0)
+            hyps.append(self.asr.transcribe(reply.audio, reply.sample_rate) if len(reply.audio) else "")
+        self.model.train()
+        refs = [r["response_text"] for r in rows]
+        right = sum(closest_answer(h, answers) == ref for h, ref in zip(hyps, refs))
+        return {"check_wer": wer(hyps, refs).wer, "check_answer_accuracy": right / len(rows),
+                "check_n": len(rows), "check_example": hyps[0]}
+
+    def run(self) -> dict:
+        args = self.args
+        if self.main:
+            codes = tokenise(args.data, self.rows + self.val_rows, self.codec, workers=args.workers)
+        if self.world > 1:
+            dist.barrier()
+        if not self.main:
+            codes = tokenise(args.data, self.rows + self.val_rows, self.codec, workers=1)
+        pairs = make_pairs(self.rows, codes)
+        val_pairs = make_pairs(self.val_rows, codes)
+        card = self.model.cfg.cardinality
+        step, last = self.start_step, {}
+        stop = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
+        bar = tqdm(total=args.steps, initial=step, desc="training", disable=not self.main)
+        started = time.time()
+        per_rank = len(epoch_batches(pairs, 0, args.batch_frames, args.seed)) // self.world
+        if per_rank == 0:
+            raise ValueError(f"too few batches for {self.world} processes: lower --batch-frames")
+        while step < stop:
+            # The batches of epoch e depend only on (seed, e): a resumed run continues mid-epoch.
+            epoch = step // per_rank
+            batches = epoch_batches(pairs, epoch, args.batch_frames, args.seed)[: per_rank * self.world]
+            for idx in batches[self.rank :: self.world][step % per_rank :]:
+                if step >= stop:
+                    break
+                for group in self.opt.param_groups:
+                    group["lr"] = lr_at(step, args)
+                batch = collate([pairs[i] for i in idx], card).to(self.device)
+                with autocast(self.device):
+                    loss = loss_fn(self.ddp, batch, card)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.clip)
+                self.opt.step()
+                step += 1
+                bar.update()
+                last["loss"] = loss.item()
+                if step % args.log_every == 0 or step == stop:
+                    bar.set_postfix(loss=f"{last['loss']:.3f}")
+                    self.log({"step": step, "loss": last["loss"], "lr": lr_at(step - 1, args),
+                              "grad_norm": float(grad_norm), "time": round(time.time() - started, 1)})
+                if val_pairs and (step % args.eval_every == 0 or step == stop) and self.main:
+                    last["val_loss"] = self.validation_loss(val_pairs)
+                    self.log({"step": step, "val_loss": last["val_loss"]})
+                if args.check_every and step % args.check_every == 0 and self.main:
+                    last.update(self.spoken_check())
+                    self.log({"step": step, **{k: v for k, v in last.items() if k.startswith("check")}})
+                if step % args.save_every == 0 or step == stop:
+                    self.save(step, {**last, "wall_s": round(time.time() - started, 1)})
+        bar.close()
+        if self.main and args.export:
+            export(self.out, args.export)
+        if self.world > 1:
+            dist.barrier()
+        return {"step": step, **last}
+
+
+def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """A shippable copy of a checkpoint: weights in fp16, no optimiser state, the log kept."""
+    model, config = load_checkpoint(src)
+    out = save_checkpoint(dst, model, config["codec"], training=config.get("training"), dtype=dtype)
+    log = Path(src) / LOG_FILE
+    if log.is_file():
+        (out / LOG_FILE).write_bytes(log.read_bytes())
+    return out
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = Trainer(args).run()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
