@@ -103,3 +103,22 @@ def test_learning_rate_schedule():
     assert lr_at(9, args) == pytest.approx(1.0)
     assert lr_at(60, args) == pytest.approx(0.55)
     assert lr_at(110, args) == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes(spoken_manifest, tiny_encodec, tmp_path):
+    """torchrun with 2 CPU processes (gloo); the codec is the small EnCodec saved to a folder."""
+    weights = tmp_path / "encodec"
+    tiny_encodec.model.save_pretrained(weights)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "s2s.train", "--data", str(spoken_manifest), "--out", str(out), "--codec", "encodec_24khz",
+           "--steps", "4", "--batch-frames", "300", "--check-every", "0", "--workers", "1",
+           "--threads", "1", "--warmup", "1"]
+    env = {**__import__("os").environ, "S2S_ENCODEC_PATH": str(weights), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, config = load_checkpoint(out)
+    assert config["training"]["world_size"] == 2
+    assert config["training"]["steps"] == 4
+    assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == 4
