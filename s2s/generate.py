@@ -89,23 +89,28 @@ def sample_next(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """logits [N, V] -> token ids [N]. temperature 0 = greedy; top_k 0 and top_p 1 = off."""
+    """logits [N, V] -> token ids [N]. temperature 0 = greedy; top_k 0 and top_p 1 = off.
+
+    Sampling works on the sorted top-k candidates only (cheap: multinomial over k, not V).
+    """
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
     if 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        values, indices = torch.topk(logits, top_k, dim=-1)  # sorted, largest first
+    elif top_p < 1.0:
+        values, indices = torch.sort(logits, descending=True, dim=-1)
+    else:
+        values, indices = logits, None
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) >= top_p  # keep the first token always
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
+        probs = values.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= top_p  # the most likely token always stays
+        values = values.masked_fill(drop, float("-inf"))
+    probs = values.softmax(dim=-1)
     if probs.device.type != "cpu" and generator is not None and generator.device.type == "cpu":
-        return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(probs.device)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        probs = probs.cpu()
+    choice = torch.multinomial(probs, 1, generator=generator).to(logits.device)
+    return (choice if indices is None else indices.gather(-1, choice)).squeeze(-1)
 
 
 def validate_sampling(temperature: float, top_k: int, top_p: float, max_frames: int | None) -> None:
@@ -208,13 +213,14 @@ def generate(
         timings["prefill"] = (time.perf_counter() - t0) * 1e3
     history = torch.empty(cfg.n_codebooks, session.max_steps, dtype=torch.long, device=device)
     pos = torch.zeros(1, dtype=torch.long, device=device)
+    codebooks = torch.arange(cfg.n_codebooks, device=device)
     step = 0
     while True:
         tokens = rules.choose(logits, step, sample)
         history[:, step] = tokens
         frame = rules.frame_ready(step)
         if frame is not None:
-            yield torch.stack([history[k, frame + k] for k in range(cfg.n_codebooks)]).cpu()
+            yield history[codebooks, frame + codebooks].cpu()
         if rules.done(step):
             return
         pos.fill_(step + 1)

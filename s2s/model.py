@@ -230,7 +230,10 @@ class S2SModel(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, D] -> [B, K, T, V]."""
-        return torch.einsum("btd,kvd->bktv", self.ln_f(x), self.heads)
+        b, t, _ = x.shape
+        k, v, d = self.heads.shape
+        logits = F.linear(self.ln_f(x), self.heads.view(k * v, d))  # one matmul for all K heads
+        return logits.view(b, t, k, v).transpose(1, 2)
 
     def decode(self, steps, pos, cross_kvs, cross_mask=None, caches=None, self_mask=None):
         """steps [B, K, T] at positions pos [T] -> logits [B, K, T, V]."""
