@@ -10,8 +10,22 @@ The front door (everything else may change behind it):
     reply = pipe.respond("question.wav")
 """
 
-from s2s.audio import AudioError, load_audio
-from s2s.codec import available_codecs, load_codec
-from s2s.pipeline import load_pipeline
+import importlib
 
-__all__ = ["AudioError", "available_codecs", "load_audio", "load_codec", "load_pipeline"]
+# Imported on first use, so `python -m s2s.pipeline` (etc.) does not import its own module
+# twice and `import s2s` stays cheap.
+_FRONT_DOOR = {
+    "AudioError": "s2s.audio",
+    "load_audio": "s2s.audio",
+    "available_codecs": "s2s.codec",
+    "load_codec": "s2s.codec",
+    "load_pipeline": "s2s.pipeline",
+}
+
+__all__ = sorted(_FRONT_DOOR)
+
+
+def __getattr__(name: str):
+    if name not in _FRONT_DOOR:
+        raise AttributeError(f"module 's2s' has no attribute {name!r}")
+    return getattr(importlib.import_module(_FRONT_DOOR[name]), name)
