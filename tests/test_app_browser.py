@@ -1,0 +1,131 @@
+"""The page in a real browser: Debian's chromium (apt-get install chromium), headless, driven by
+playwright (pip's own browser download does not work here, so its executable_path is set).
+
+The app runs in-process on a free port with a tiny random checkpoint; screenshots are kept in
+reports/screenshots/ (gitignored). Hands-free talks through chromium's fake microphone, fed
+from a wav file of espeak-ng speech and silence (the file loops, so the speech comes back
+while the reply plays: a barge-in).
+"""
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+import app
+from s2s.checkpoint import save_checkpoint
+from s2s.codec import CodecUnavailable, load_codec
+from s2s.model import ModelConfig, S2SModel
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = app.ROOT / "reports" / "screenshots"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    d = tmp_path_factory.mktemp("browser")
+    subprocess.run(["espeak-ng", "-w", str(d / "hello.wav"), "Hello there, how are you today?"], check=True)
+    x, sr = sf.read(d / "hello.wav", dtype="float32")
+    mic = soxr.resample(x, sr, 48000)  # fake microphone: 0.5 s silence, speech, 2 s silence, looped
+    sf.write(d / "mic.wav", np.concatenate([np.zeros(24000), mic, np.zeros(96000)]), 48000, subtype="PCM_16")
+    (d / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4)
+    return d
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory, tiny_encodec, speech):
+    try:
+        codec = load_codec("world_vq")
+    except (ImportError, CodecUnavailable, OSError, ValueError):
+        codec = tiny_encodec
+    root = tmp_path_factory.mktemp("browser-app")
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_codebooks=codec.n_codebooks, cardinality=codec.cardinality, d_model=32, n_layer=2,
+                      n_head=4, d_ff=64, max_reply_frames=225)
+    ckpt = save_checkpoint(root / "ckpts" / "tiny", S2SModel(cfg), codec.describe())
+    wb = app.Workbench(ckpt, "cpu", roots=[root / "ckpts"], codec_loader=lambda name, **o: codec,
+                       examples=[(speech / "hello.wav", "hello there")])
+    demo = app.build_ui(wb)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser(speech):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={speech / 'mic.wav'}"]
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["microphone"])
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("#banner >> text=Live:")
+    yield page
+    context.close()
+
+
+def shot(page, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def test_an_example_plays_the_reply_and_shows_the_token_grids(page):
+    page.evaluate("""() => { window.played = 0; document.addEventListener('playing',
+                        () => { window.played = performance.now(); }, true); }""")
+    page.get_by_role("button", name="hello there").click()
+    page.wait_for_selector("#prompt_plot img")
+    page.wait_for_selector("#reply_plot img")
+    page.wait_for_function("() => window.played > 0")  # the streamed reply really plays
+    assert page.locator("#reply_audio audio").count() == 1
+    assert page.locator("#timings").get_by_text("time to first audio").count() == 1
+    for plot in ("#prompt_plot img", "#reply_plot img"):
+        box = page.locator(plot).bounding_box()
+        assert box["width"] > 300 and box["height"] > 150
+    shot(page, "talk.png")
+
+
+def test_a_broken_upload_shows_its_message_in_the_page(page, speech):
+    page.locator('#talk_in button[aria-label="Upload file"]').click()
+    page.locator("#talk_in input[type=file]").set_input_files(str(speech / "broken.wav"))
+    page.get_by_role("button", name="Reply", exact=True).click()
+    page.get_by_test_id("toast-text").get_by_text("could not read 'broken.wav' as audio").wait_for()
+    page.wait_for_timeout(500)  # the toast slides in
+    shot(page, "bad-upload.png")
+    page.get_by_role("button", name="hello there").click()  # and the server still serves
+    page.wait_for_selector("#reply_plot img")
+
+
+def test_hands_free_ends_the_turn_on_silence_and_stops_on_barge_in(page):
+    page.get_by_role("tab", name="Hands-free").click()
+    page.get_by_role("button", name="Record").last.click()
+    page.get_by_text("End of speech → first reply audio").wait_for()
+    assert page.locator("audio").count() >= 1  # the reply player
+    # the fake microphone loops: its speech comes back while the reply plays
+    page.get_by_text("Interrupted: you spoke over the reply").wait_for()
+    shot(page, "hands-free.png")
+    latency = page.get_by_text("End of speech → first reply audio").inner_text()
+    assert int(latency.split(":")[1].split("ms")[0].strip(" *")) < 5000
