@@ -1,0 +1,464 @@
+"""Evaluate checkpoints on a spoken-dialogue eval set and time the model sizes: the eval CLI.
+
+    python -m eval.run --checkpoints ckpts/                      # bundled eval set, all presets timed
+    python -m eval.run --checkpoints ckpts/run1 --limit 10 --presets   # 10 utterances, no preset table
+    python -m eval.run --checkpoints ckpts/ --data corpus/manifest.jsonl --out reports/cmp \\
+        --asr faster-whisper --presets 10m 50m --latency-frames 75
+
+--checkpoints is a checkpoint directory (config.json + model.safetensors) or a folder whose
+subfolders are. The eval set is a manifest in the corpus format (s2s/corpus.py): JSONL rows
+with id, prompt_audio, response_audio, response_text (required), prompt_text, intent, voice,
+accent, split (optional); audio paths relative to the manifest's folder. Default: the bundled
+assets/eval/manifest.jsonl.
+
+Per checkpoint and utterance: the pipeline replies to the prompt (fixed seed and sampling
+settings, a reply at most 1.5 x the reference answer + 0.5 s unless --max-reply-seconds); the
+ASR transcribes the reply; WER against response_text; MCD and log-F0 RMSE of the reply against
+the reference answer audio (eval.metrics, computed in --workers processes while the main process
+generates); answer_accuracy: the transcript is closer (by WER, a unique minimum) to the
+utterance's own intended answer than to every other answer in the manifest. Then the latency
+of every checkpoint and every --presets model size (eval/latency.py, one subprocess each).
+
+Writes --out (default reports/eval-YYYYmmdd-HHMMSS) atomically: utterances.csv, summary.csv,
+groups.csv, latency.csv, run.json, report.md, plots/*.png (eval/report.py); prints the summary.
+A checkpoint that fails to load is reported (status column) and skipped; bad input (no
+checkpoints, a missing manifest, unreadable audio) stops with a message naming the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import statistics
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from eval.metrics import F0_PARAMS, MCD_PARAMS, log_f0_rmse, mcd, wer
+
+# Worker processes (spawn) re-import this module: torch, the pipeline and matplotlib are
+# imported inside the functions that need them, so the metric workers stay light.
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MANIFEST = ROOT / "assets" / "eval" / "manifest.jsonl"
+PRESET_NAMES = ("10m", "50m", "100m", "300m")
+REQUIRED = ("id", "prompt_audio", "response_audio", "response_text")
+REFERENCE_RATE = 24000  # reference answers are loaded at this rate (every codec's rate)
+REPLY_RATIO, REPLY_MARGIN_S = 1.5, 0.5  # default reply limit: 1.5 x the reference answer + 0.5 s
+ANSWER_RULE = ("correct when the reply transcript's WER against the utterance's own answer is the "
+               "unique minimum over all distinct answers in the manifest")
+
+
+class EvalError(ValueError):
+    """Bad input to the evaluation (paths, manifest, audio); main() turns it into SystemExit."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def find_checkpoints(root: str | Path) -> list[Path]:
+    """root itself if it holds config.json, else its subfolders that look like checkpoints
+    (config.json or *.safetensors inside; hidden folders such as half-written .tmp ones skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EvalError(f"--checkpoints {str(root)!r} is not a directory")
+    if (root / "config.json").is_file():
+        return [root]
+    found = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                   and ((p / "config.json").is_file() or any(p.glob("*.safetensors"))))
+    if not found:
+        raise EvalError(f"no checkpoints in {str(root)!r}: expected a folder with config.json + "
+                        "model.safetensors, or subfolders that are (python -m s2s.train writes them)")
+    return found
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """A corpus-format JSONL manifest -> rows, with audio paths made absolute (Path)."""
+    path = Path(path)
+    if not path.is_file():
+        hint = " (the bundled eval set is built by python -m s2s.corpus --bundle-eval assets/eval)" \
+            if path == DEFAULT_MANIFEST else ""
+        raise EvalError(f"manifest {str(path)!r} does not exist{hint}")
+    rows, seen = [], set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvalError(f"cannot read manifest {str(path)!r}: {e}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise EvalError(f"{path}:{n}: not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise EvalError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in REQUIRED if k not in row]
+        if missing:
+            raise EvalError(f"{path}:{n}: missing fields {missing} (required: {list(REQUIRED)})")
+        if row["id"] in seen:
+            raise EvalError(f"{path}:{n}: duplicate id {row['id']!r}")
+        seen.add(row["id"])
+        row = dict(row)
+        for key in ("prompt_audio", "response_audio"):
+            row[key] = (path.parent / row[key]).resolve()
+        row.setdefault("intent", row["response_text"])
+        for key in ("voice", "accent", "split", "prompt_text"):
+            row.setdefault(key, "")
+        rows.append(row)
+    if not rows:
+        raise EvalError(f"manifest {str(path)!r} has no rows")
+    return rows
+
+
+def load_clips(rows: list[dict]) -> tuple[dict, dict]:
+    """Read every prompt and reference answer once -> ({id: prompt [T]}, {path: reference [T]}),
+    float32 at REFERENCE_RATE, not normalised (the pipeline normalises prompts itself)."""
+    from s2s.audio import AudioError, load_audio
+
+    prompts, references = {}, {}
+    for row in rows:
+        for key, store, name in (("prompt_audio", prompts, row["id"]), ("response_audio", references, None)):
+            path = row[key]
+            if (name or path) in store:
+                continue
+            try:
+                wav = load_audio(path, REFERENCE_RATE, normalise=False).numpy()
+            except AudioError as e:
+                raise EvalError(f"utterance {row['id']!r}: unreadable {key} {str(path)!r}: {e}") from None
+            store[name or path] = wav
+    return prompts, references
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score_audio(ref: np.ndarray, gen: np.ndarray, sr: int) -> dict:
+    """MCD and log-F0 RMSE of a reply against its reference (runs in a worker process)."""
+    out: dict = {}
+    problems = []
+    try:
+        m = mcd(ref, gen, sr)
+        out.update(mcd=m.mcd, mcd_frames=m.n_frames)
+    except ValueError as e:
+        problems.append(f"mcd: {e}")
+    try:
+        f = log_f0_rmse(ref, gen, sr)
+        out.update(log_f0_rmse=f.rmse, log_f0_rmse_cents=f.rmse_cents, vuv_error=f.vuv_error, f0_frames=f.n_frames)
+    except ValueError as e:
+        problems.append(f"log_f0_rmse: {e}")
+    if problems:
+        out["metric_error"] = "; ".join(problems)
+    return out
+
+
+def closest_answer(transcript: str, answers: dict[str, str]) -> str | None:
+    """The intent whose answer text has the lowest WER against the transcript; None on a tie."""
+    scores = {}
+    for intent, text in answers.items():
+        try:
+            scores[intent] = wer([transcript], [text]).wer
+        except ValueError:  # an answer that normalises to nothing cannot be matched
+            continue
+    if not scores:
+        return None
+    best = min(scores.values())
+    winners = [i for i, s in scores.items() if s == best]
+    return winners[0] if len(winners) == 1 else None
+
+
+class MetricPool:
+    """MCD/F0 jobs in `workers` single-process executors; a reference always goes to the same
+    worker, so its WORLD analysis (memoised in eval.metrics) runs once per worker, not per job.
+    workers=0 computes in this process."""
+
+    def __init__(self, workers: int):
+        ctx = get_context("spawn")  # no fork of a process holding torch / CTranslate2 threads
+        self.executors = [ProcessPoolExecutor(1, mp_context=ctx) for _ in range(workers)]
+        self.slots: dict[str, int] = {}
+
+    def submit(self, key: str, ref: np.ndarray, gen: np.ndarray, sr: int) -> Future:
+        if not self.executors:
+            fut: Future = Future()
+            fut.set_result(score_audio(ref, gen, sr))
+            return fut
+        slot = self.slots.setdefault(key, len(self.slots) % len(self.executors))
+        return self.executors[slot].submit(score_audio, ref, gen, sr)
+
+    def close(self, cancel: bool = False) -> None:
+        for ex in self.executors:
+            ex.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_checkpoint(pipe, name: str, rows: list[dict], prompts: dict, references: dict,
+                        answers: dict[str, str], asr, pool: MetricPool, sampling: dict,
+                        max_reply_seconds: float | None, progress: bool) -> list[dict]:
+    """Reply to every utterance with one pipeline; metrics are left as futures in row["_metrics"]."""
+    from tqdm import tqdm
+
+    from s2s.audio import resample
+
+    limit_s = pipe.model.cfg.max_reply_frames / pipe.codec.frame_rate
+    out = []
+    for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
+        ref = references[row["response_audio"]]
+        ref_s = len(ref) / REFERENCE_RATE
+        cap = max_reply_seconds if max_reply_seconds else REPLY_RATIO * ref_s + REPLY_MARGIN_S
+        cap = min(cap, limit_s)
+        r = {"checkpoint": name, "id": row["id"], "intent": row["intent"], "voice": row["voice"],
+             "accent": row["accent"], "split": row["split"], "response_text": row["response_text"],
+             "prompt_seconds": len(prompts[row["id"]]) / REFERENCE_RATE, "reference_seconds": ref_s,
+             "max_reply_seconds": cap, "error": ""}
+        out.append(r)
+        try:
+            reply = pipe.respond((prompts[row["id"]], REFERENCE_RATE), max_seconds=cap, **sampling)
+        except ValueError as e:  # e.g. a prompt longer than this model takes
+            r["error"] = f"generation: {e}"
+            continue
+        t = reply.timings
+        r.update(reply_seconds=reply.seconds, reply_frames=int(reply.reply_codes.shape[1]),
+                 encode_ms=t["encode"], prefill_ms=t["prefill"], first_frame_ms=t["first_frame"],
+                 time_to_first_audio_ms=t["time_to_first_audio"], generate_ms=t["generate"],
+                 decode_ms=t["decode"], total_ms=t["total"], realtime_factor=t["realtime_factor"])
+        audio = reply.audio
+        if reply.sample_rate != REFERENCE_RATE and len(audio):
+            audio = resample(audio, reply.sample_rate, REFERENCE_RATE).astype(np.float32)
+        transcript = ""
+        if len(audio):
+            try:
+                transcript = asr.transcribe(audio, REFERENCE_RATE)
+            except ValueError as e:
+                r["error"] = f"asr: {e}"
+        r["transcript"] = transcript
+        try:
+            w = wer([transcript], [row["response_text"]])
+            r.update(wer=w.wer, word_errors=w.substitutions + w.deletions + w.insertions, ref_words=w.n_ref_words)
+        except ValueError as e:
+            r["error"] = f"wer: {e}"
+        pred = closest_answer(transcript, answers)
+        r.update(answer_pred=pred if pred is not None else "", answer_correct=pred == row["intent"])
+        if len(audio):
+            r["_metrics"] = pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
+    return out
+
+
+def _median_after_first(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows[1:] if isinstance(r.get(key), float)]  # the first is the warm-up
+    return statistics.median(values) if values else math.nan
+
+
+def evaluate(
+    checkpoints: str | Path, *, data: str | Path | None = None, out: str | Path | None = None,
+    presets: list[str] | tuple[str, ...] = PRESET_NAMES, latency: bool = True, asr: str | None = None,
+    limit: int | None = None, codec=None, device: str | None = None, threads: int | None = None,
+    seed: int = 0, temperature: float = 0.7, top_k: int = 50, top_p: float = 1.0,
+    max_reply_seconds: float | None = None, latency_frames: int = 75, latency_repeats: int = 2,
+    workers: int = 2, progress: bool = True, command: str = "",
+) -> dict:
+    """Evaluate every checkpoint under `checkpoints`, time them and the presets, write the report.
+
+    codec: an already-built Codec used for every checkpoint (which must have been trained with
+    it) and for the presets, instead of the codec each checkpoint records (tests use a tiny
+    EnCodec this way). Returns {"out": Path, "summary": rows, "utterances": rows, "latency": rows}.
+    Raises EvalError on bad input, before any model is run.
+    """
+    import torch
+
+    from eval import latency as lat
+    from eval.asr import load_asr
+    from eval.report import aggregate, format_summary, write_report
+    from s2s.checkpoint import read_config
+    from s2s.generate import validate_sampling
+    from s2s.pipeline import codec_for, load_pipeline, pick_device
+
+    start = time.perf_counter()
+    if limit is not None and limit < 1:
+        raise EvalError(f"--limit must be >= 1, got {limit}")
+    if workers < 0:
+        raise EvalError(f"--workers must be >= 0, got {workers}")
+    bad = [p for p in presets if p not in PRESET_NAMES]
+    if bad:
+        raise EvalError(f"unknown preset(s) {bad}; valid presets: {list(PRESET_NAMES)}")
+    if max_reply_seconds is not None and not max_reply_seconds > 0:
+        raise EvalError(f"--max-reply-seconds must be > 0, got {max_reply_seconds}")
+    if latency_frames < 2 or latency_repeats < 1:
+        raise EvalError(f"--latency-frames must be >= 2 and --latency-repeats >= 1, "
+                        f"got {latency_frames} and {latency_repeats}")
+    try:
+        validate_sampling(temperature, top_k, top_p, None)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
+    paths = find_checkpoints(checkpoints)
+    manifest = Path(data) if data is not None else DEFAULT_MANIFEST
+    all_rows = read_manifest(manifest)
+    rows = all_rows[:limit] if limit else all_rows
+    answers = dict(sorted({r["intent"]: r["response_text"] for r in all_rows}.items()))
+    out = Path(out) if out is not None else Path("reports") / time.strftime("eval-%Y%m%d-%H%M%S")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
+        raise EvalError(f"--out {str(out)!r} exists and is not a report folder; refusing to replace it")
+    try:
+        dev = pick_device(device)
+    except ValueError as e:
+        raise EvalError(str(e)) from None
+    if threads:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    prompts, references = load_clips(rows)
+    try:
+        recognizer = load_asr(asr)
+    except ValueError as e:  # ASRError: what was tried and how to fix it
+        raise EvalError(f"--asr {asr!r}: {e}") from None
+    sampling = {"seed": seed, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+
+    def echo(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr)
+
+    pool = MetricPool(workers)
+    utterances: list[dict] = []
+    summary: list[dict] = []
+    codecs: dict[str, object] = {}
+    ok_paths: list[Path] = []
+    try:
+        for path in paths:
+            name = path.name
+            base = {"checkpoint": name, "path": str(path), "status": "ok", "device": lat.device_name(dev),
+                    "threads": threads, "asr": getattr(recognizer, "name", str(asr))}
+            try:
+                if codec is None:
+                    spec = read_config(path)["codec"]
+                    key = json.dumps(spec, sort_keys=True)
+                    if key not in codecs:
+                        codecs[key] = codec_for({"codec": spec})
+                    use = codecs[key]
+                else:
+                    use = codec
+                pipe = load_pipeline(path, device=dev, codec=use)
+            except Exception as e:  # noqa: BLE001 - any load failure is reported, the others go on
+                summary.append({**base, "status": f"error: {type(e).__name__}: {e}"})
+                echo(f"skipping checkpoint {path}: {type(e).__name__}: {e}")
+                continue
+            info = pipe.info()
+            base.update(preset=info["preset"], parameters=info["parameters"], codec=info["codec"]["name"])
+            mine = evaluate_checkpoint(pipe, name, rows, prompts, references, answers, recognizer, pool,
+                                       sampling, max_reply_seconds, progress)
+            utterances += mine
+            summary.append(base)
+            ok_paths.append(path)
+            del pipe
+        for r in utterances:  # wait for the metric workers
+            fut = r.pop("_metrics", None)
+            if fut is not None:
+                r.update(fut.result())
+    except BaseException:
+        pool.close(cancel=True)
+        raise
+    pool.close()
+    for s in summary:
+        if s["status"] != "ok":
+            continue
+        mine = [r for r in utterances if r["checkpoint"] == s["checkpoint"]]
+        s.update(aggregate(mine))
+        s["eval_time_to_first_audio_ms"] = _median_after_first(mine, "time_to_first_audio_ms")
+        s["eval_realtime_factor"] = _median_after_first(mine, "realtime_factor")
+
+    latency_rows: list[dict] = []
+    latency_settings = "skipped"
+    if latency and (presets or ok_paths):
+        preset_codec = codec if codec is not None else (read_config(ok_paths[0])["codec"] if ok_paths else None)
+        latency_rows = lat.latency_rows(
+            list(presets), ok_paths, codec=preset_codec, device=dev, frames=latency_frames,
+            repeats=latency_repeats, threads=threads, progress=echo)
+        latency_settings = (f"{latency_repeats} timed runs of {latency_frames} reply frames after a warm-up, "
+                            f"3 s CMU ARCTIC prompt, presets {list(presets) or 'none'} with random weights")
+        by_path = {r["name"]: r for r in latency_rows if r["kind"] == "checkpoint"}
+        for s in summary:
+            row = by_path.get(s["path"])
+            if row and row["status"] == "ok":
+                s.update({k: row[k] for k in lat.FIGURES if k not in ("frames_per_s", "x_realtime")})
+
+    meta = {
+        "title": out.name,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": command,
+        "checkpoints": str(checkpoints),
+        "manifest": str(manifest),
+        "manifest_rows": len(all_rows),
+        "n_utterances": len(rows),
+        "asr": getattr(recognizer, "name", str(asr)),
+        "device": lat.device_name(dev),
+        "threads": threads,
+        "torch": torch.__version__,
+        "sampling": {**sampling, "max_reply_seconds": max_reply_seconds or
+                     f"{REPLY_RATIO} x reference answer + {REPLY_MARGIN_S} s (at most the model's limit)"},
+        "answer_rule": ANSWER_RULE,
+        "mcd_params": MCD_PARAMS,
+        "f0_params": F0_PARAMS,
+        "metric_workers": workers,
+        "codecs": sorted({s.get("codec", "") for s in summary if s.get("codec")}),
+        "latency_settings": latency_settings,
+    }
+    meta["wall_seconds"] = time.perf_counter() - start
+    out = write_report(out, utterances=utterances, summary=summary, latency=latency_rows, meta=meta)
+    print(format_summary(summary))
+    if latency_rows:
+        print(lat.format_table(latency_rows))
+    print(f"report: {out / 'report.md'} ({meta['wall_seconds']:.0f} s)")
+    return {"out": out, "summary": summary, "utterances": utterances, "latency": latency_rows}
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m eval.run", description="Evaluate s2s checkpoints (quality + latency) and write a report.")
+    p.add_argument("--checkpoints", required=True, help="a checkpoint directory or a folder of them")
+    p.add_argument("--data", default=None,
+                   help=f"manifest.jsonl in the corpus format (default {DEFAULT_MANIFEST})")
+    p.add_argument("--out", default=None, help="report folder (default reports/eval-YYYYmmdd-HHMMSS)")
+    p.add_argument("--presets", nargs="*", default=list(PRESET_NAMES), choices=list(PRESET_NAMES),
+                   help="model sizes to time with random weights (none = skip the preset table)")
+    p.add_argument("--no-latency", action="store_true", help="skip every latency measurement")
+    p.add_argument("--latency-frames", type=int, default=75, help="reply frames per timed latency run")
+    p.add_argument("--latency-repeats", type=int, default=2, help="timed latency runs after a warm-up")
+    p.add_argument("--asr", default=None, help="BACKEND[:MODEL], e.g. faster-whisper (default: best offline)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N utterances")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="model device (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--workers", type=int, default=2, help="processes computing MCD / log-F0 (0 = in-process)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-reply-seconds", type=float, default=None,
+                   help=f"longest reply (default {REPLY_RATIO} x the reference answer + {REPLY_MARGIN_S} s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python -m eval.run " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        evaluate(args.checkpoints, data=args.data, out=args.out, presets=args.presets,
+                 latency=not args.no_latency, asr=args.asr, limit=args.limit, device=args.device,
+                 threads=args.threads, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+                 top_p=args.top_p, max_reply_seconds=args.max_reply_seconds,
+                 latency_frames=args.latency_frames, latency_repeats=args.latency_repeats,
+                 workers=args.workers, progress=not args.quiet, command=command)
+    except EvalError as e:
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""The eval CLI end to end on tiny checkpoints, a real codec (WORLD-VQ, or a small random-codebook
+EnCodec before its tables exist) and espeak-ng speech; its error paths; the atomic report folder;
+the report helpers."""
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from transformers import EncodecConfig, EncodecModel
+
+from eval import run
+from eval.report import aggregate, atomic_dir, group_rows, markdown_table
+from s2s.checkpoint import save_checkpoint
+from s2s.codec import CodecUnavailable, EncodecCodec, load_codec
+from s2s.model import ModelConfig, S2SModel
+
+# (id, prompt, intent, answer, espeak voice, accent, split)
+UTTERANCES = [
+    ("u1", "What is the capital of France?", "capital_france", "Paris is the capital of France.",
+     "en-us", "us", "eval_voices"),
+    ("u2", "Which city is the capital of Japan?", "capital_japan", "Tokyo is the capital of Japan.",
+     "en-gb-scotland", "scottish", "eval_phrasings"),
+    ("u3", "Tell me the capital of France.", "capital_france", "Paris is the capital of France.",
+     "en-gb-scotland", "scottish", "eval_voices"),
+]
+
+
+@pytest.fixture(scope="module")
+def codec():
+    """The offline WORLD-VQ codec when its tables are there, else a small random-codebook EnCodec."""
+    try:
+        return load_codec("world_vq")
+    except CodecUnavailable:  # TablesError: assets/world_vq/tables.npz not trained yet
+        pass
+    torch.manual_seed(0)
+    model = EncodecModel(EncodecConfig(hidden_size=32, num_filters=8, num_lstm_layers=1))
+    for layer in model.quantizer.layers:  # random init leaves the codebooks at zero
+        layer.codebook.embed.normal_()
+    return EncodecCodec(model=model, bandwidth=3.0)
+
+
+def espeak(path, text, voice):
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    root = tmp_path_factory.mktemp("evalset")
+    (root / "prompts").mkdir()
+    (root / "answers").mkdir()
+    lines = []
+    for uid, prompt, intent, answer, voice, accent, split in UTTERANCES:
+        espeak(root / "prompts" / f"{uid}.wav", prompt, voice)
+        if not (root / "answers" / f"{intent}.wav").exists():
+            espeak(root / "answers" / f"{intent}.wav", answer, "en-us")
+        lines.append(json.dumps({
+            "id": uid, "prompt_audio": f"prompts/{uid}.wav", "prompt_text": prompt,
+            "response_audio": f"answers/{intent}.wav", "response_text": answer, "intent": intent,
+            "voice": f"espeak:{voice}", "accent": accent, "split": split}))
+    path = root / "manifest.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tiny_model(seed):
+    torch.manual_seed(seed)
+    return S2SModel(ModelConfig(d_model=32, n_layer=2, n_head=4, d_ff=64, max_prompt_frames=400,
+                                max_reply_frames=30, preset="tiny"))
+
+
+@pytest.fixture(scope="module")
+def checkpoints(codec, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpts")
+    save_checkpoint(root / "a_first", tiny_model(0), codec.describe())
+    save_checkpoint(root / "b_second", tiny_model(1), codec.describe())
+    broken = save_checkpoint(root / "c_broken", tiny_model(2), codec.describe())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    return root
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsys):
+    out = tmp_path / "reports" / "r1"
+    result = run.evaluate(checkpoints, data=manifest, out=out, presets=["10m"], codec=codec, limit=2,
+                          latency_frames=4, latency_repeats=1, workers=2, progress=False)
+    assert result["out"] == out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "groups.csv", "latency.csv", "plots", "report.md", "run.json", "summary.csv", "utterances.csv"]
+    assert not list(out.parent.glob(".r1.tmp-*"))
+
+    utts = read_csv(out / "utterances.csv")
+    assert len(utts) == 2 * 2  # two good checkpoints x the first two utterances (--limit 2)
+    assert {(u["checkpoint"], u["id"]) for u in utts} == {
+        (c, u) for c in ("a_first", "b_second") for u in ("u1", "u2")}
+    for u in utts:
+        assert u["error"] == ""
+        assert 0 < float(u["reply_seconds"]) <= 30 / 75 + 1e-6  # capped by the model's 30 frames
+        assert float(u["wer"]) >= 0 and float(u["ref_words"]) == 6
+        assert float(u["mcd"]) > 0 and int(u["mcd_frames"]) > 0
+        assert u["answer_correct"] in ("True", "False")
+        assert float(u["time_to_first_audio_ms"]) > 0
+    # replies of two differently seeded models differ
+    a = [float(u["mcd"]) for u in utts if u["checkpoint"] == "a_first"]
+    b = [float(u["mcd"]) for u in utts if u["checkpoint"] == "b_second"]
+    assert a != b
+
+    summary = read_csv(out / "summary.csv")
+    assert [s["checkpoint"] for s in summary] == ["a_first", "b_second", "c_broken"]
+    assert [s["status"] for s in summary[:2]] == ["ok", "ok"]
+    assert summary[2]["status"].startswith("error: CheckpointError") and "safetensors" in summary[2]["status"]
+    assert summary[2]["n"] == ""  # skipped: no quality figures
+    for s in summary[:2]:
+        assert int(s["n"]) == 2 and int(s["n_failed"]) == 0
+        assert s["asr"].startswith("faster-whisper") and int(s["threads"]) == torch.get_num_threads()
+        mine = [u for u in utts if u["checkpoint"] == s["checkpoint"]]
+        errors = sum(float(u["word_errors"]) for u in mine)
+        assert math.isclose(float(s["wer"]), errors / 12, rel_tol=1e-5)
+        acc = np.mean([u["answer_correct"] == "True" for u in mine])
+        assert math.isclose(float(s["answer_accuracy"]), acc, abs_tol=1e-6)
+        assert float(s["decode_ms_per_frame"]) > 0 and float(s["peak_memory_mb"]) > 0
+
+    groups = read_csv(out / "groups.csv")
+    accents = {(g["checkpoint"], g["group"]): int(g["n"]) for g in groups if g["group_by"] == "accent"}
+    assert accents == {("a_first", "scottish"): 1, ("a_first", "us"): 1,
+                       ("b_second", "scottish"): 1, ("b_second", "us"): 1}
+    assert {g["group"] for g in groups if g["group_by"] == "split"} == {"eval_voices", "eval_phrasings"}
+
+    latency = read_csv(out / "latency.csv")
+    assert [(r["kind"], r["status"]) for r in latency] == [
+        ("preset", "ok"), ("checkpoint", "ok"), ("checkpoint", "ok")]
+    assert latency[0]["name"] == "10m" and 9e6 < int(latency[0]["parameters"]) < 12e6
+    for r in latency:
+        assert float(r["decode_ms_p90"]) >= float(r["decode_ms_per_frame"]) > 0
+        assert float(r["prefill_ms"]) > 0 and float(r["time_to_first_audio_ms"]) > 0
+        assert int(r["threads"]) == torch.get_num_threads()
+
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["asr"].startswith("faster-whisper")
+    assert meta["mcd_params"]["order"] == 39 and meta["f0_params"]["f0_method"] == "harvest"
+    assert meta["sampling"]["seed"] == 0 and meta["sampling"]["temperature"] == 0.7
+    assert meta["n_utterances"] == 2 and meta["manifest_rows"] == 3
+
+    md = (out / "report.md").read_text()
+    for text in ("## Quality per checkpoint", "## Quality per accent group", "## Quality per split",
+                 "## Latency per model size", "c_broken", "CheckpointError", meta["asr"], "MCD_PARAMS",
+                 "F0_PARAMS", "top_k=50", "plots/latency_vs_parameters.png"):
+        assert text in md, text
+    for png in ("latency_vs_parameters", "latency_stages", "metric_distributions"):
+        data = (out / "plots" / f"{png}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+    printed = capsys.readouterr().out
+    assert "a_first" in printed and "FAILED" in printed and "report.md" in printed
+
+
+@pytest.mark.slow
+def test_limit_no_latency_and_rerun_replaces_report(codec, manifest, checkpoints, tmp_path):
+    out = tmp_path / "r2"
+    (out).mkdir()
+    (out / "report.md").write_text("old report")
+    result = run.evaluate(checkpoints / "a_first", data=manifest, out=out, presets=[], latency=False,
+                          codec=codec, limit=1, workers=0, progress=False)
+    assert [u["id"] for u in result["utterances"]] == ["u1"]
+    assert result["latency"] == []
+    assert read_csv(out / "latency.csv") == []
+    assert "old report" not in (out / "report.md").read_text()
+    assert not (out / "plots" / "latency_stages.png").exists()
+    assert not list(tmp_path.glob(".r2.*"))
+
+
+def test_empty_checkpoint_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no checkpoints in .*empty"):
+        run.main(["--checkpoints", str(tmp_path / "empty")])
+    with pytest.raises(SystemExit, match="is not a directory"):
+        run.main(["--checkpoints", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match="temperature must be >= 0"):
+        run.main(["--checkpoints", str(tmp_path / "empty"), "--temperature", "-1"])
+
+
+def test_missing_manifest_is_a_clear_error(codec, checkpoints, tmp_path):
+    with pytest.raises(SystemExit, match="manifest .*missing.jsonl' does not exist"):
+        run.main(["--checkpoints", str(checkpoints), "--data", str(tmp_path / "missing.jsonl")])
+
+
+def test_bad_manifest_rows(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"id": "x", "prompt_audio": "p.wav"}\n')
+    with pytest.raises(run.EvalError, match=r"m.jsonl:1: missing fields \['response_audio', 'response_text'\]"):
+        run.read_manifest(path)
+    path.write_text("not json\n")
+    with pytest.raises(run.EvalError, match="m.jsonl:1: not valid JSON"):
+        run.read_manifest(path)
+
+
+def test_unreadable_audio_is_a_clear_error(codec, manifest, checkpoints, tmp_path):
+    bad = tmp_path / "set"
+    shutil.copytree(manifest.parent, bad)
+    (bad / "prompts" / "u2.wav").write_bytes(b"RIFF garbage, not audio")
+    with pytest.raises(SystemExit, match=r"unreadable prompt_audio .*u2.wav"):
+        run.main(["--checkpoints", str(checkpoints), "--data", str(bad / "manifest.jsonl"),
+                  "--out", str(tmp_path / "out"), "--quiet"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_atomic_dir_leaves_nothing_after_an_interruption(tmp_path):
+    out = tmp_path / "rep"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(out) as tmp:
+            (tmp / "summary.csv").write_text("half")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()
+    (out / "report.md").write_text("previous")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "report.md").write_text("new, half")
+            raise RuntimeError("disk full")
+    assert (out / "report.md").read_text() == "previous"  # the old report survives
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+@pytest.mark.slow
+def test_failure_while_writing_the_report_leaves_no_folder(codec, manifest, checkpoints, tmp_path, monkeypatch):
+    import eval.report
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk full while plotting")
+
+    monkeypatch.setattr(eval.report, "plot_metric_distributions", broken_plot)
+    out = tmp_path / "r3"
+    with pytest.raises(OSError, match="disk full"):
+        run.evaluate(checkpoints / "a_first", data=manifest, out=out, presets=[], latency=False,
+                     codec=codec, limit=1, workers=0, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_closest_answer_needs_a_unique_minimum():
+    answers = {"france": "Paris is the capital of France.", "japan": "Tokyo is the capital of Japan."}
+    assert run.closest_answer("paris is the capital of france", answers) == "france"
+    assert run.closest_answer("tokyo is a capital", answers) == "japan"
+    assert run.closest_answer("", answers) is None  # every answer is 100% wrong: a tie
+    assert run.closest_answer("the capital of", answers) is None
+
+
+def test_find_checkpoints(tmp_path, codec):
+    path = save_checkpoint(tmp_path / "one", tiny_model(0), codec.describe())
+    assert run.find_checkpoints(path) == [path]  # the folder itself is a checkpoint
+    (tmp_path / "notes").mkdir()  # no config.json, no weights: not a checkpoint
+    (tmp_path / ".one.tmp-x").mkdir()  # a half-written save: hidden, skipped
+    (tmp_path / ".one.tmp-x" / "config.json").write_text("{}")
+    assert run.find_checkpoints(tmp_path) == [path]
+
+
+def test_aggregate_and_groups():
+    rows = [
+        {"checkpoint": "a", "accent": "us", "split": "s", "word_errors": 1, "ref_words": 4, "wer": 0.25,
+         "answer_correct": True, "mcd": 8.0, "log_f0_rmse": 0.2, "error": ""},
+        {"checkpoint": "a", "accent": "gb", "split": "s", "word_errors": 3, "ref_words": 6, "wer": 0.5,
+         "answer_correct": False, "mcd": 10.0, "log_f0_rmse": math.nan, "error": ""},
+        {"checkpoint": "a", "accent": "gb", "split": "s", "error": "generation: too long"},
+    ]
+    agg = aggregate(rows)
+    assert agg["n"] == 3 and agg["n_failed"] == 1
+    assert agg["wer"] == pytest.approx(4 / 10)  # corpus WER, not the mean of 0.25 and 0.5
+    assert agg["mean_utterance_wer"] == pytest.approx(0.375)
+    assert agg["answer_accuracy"] == 0.5 and agg["mcd_mean"] == 9.0 and agg["log_f0_rmse_mean"] == 0.2
+    groups = {(g["group_by"], g["group"]): g["n"] for g in group_rows(rows)}
+    assert groups == {("accent", "gb"): 2, ("accent", "us"): 1, ("split", "s"): 3}
+    table = markdown_table([{"x": 0.5, "y": math.nan, "z": "a|b"}],
+                           [("x", "X", "%"), ("y", "Y", ".2f"), ("z", "Z", "")])
+    assert table.splitlines()[2] == "| 50.0% | - | a\\|b |"
