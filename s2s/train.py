@@ -113,13 +113,6 @@ def restore_optimizer(opt: torch.optim.AdamW, tensors: dict[str, torch.Tensor]) 
     return int(tensors["train.step"])
 
 
-def closest_answer(transcript: str, answers: list[str]) -> str:
-    """The answer whose words the transcript matches best (lowest WER)."""
-    from eval.metrics import wer
-
-    return min(answers, key=lambda a: (wer([transcript], [a]).wer, a))
-
-
 class Trainer:
     def __init__(self, args, codec=None):
         self.args = args
@@ -222,13 +215,14 @@ class Trainer:
         """Replies to a few eval prompts -> Whisper WER and answer accuracy."""
         from eval.asr import load_asr
         from eval.metrics import wer
+        from eval.run import closest_answer
 
         data = Path(self.args.check_data or self.args.data)
         rows = [r for r in read_manifest(data) if r["split"] != "train"][: self.args.check_n]
         if not rows:
             return {}
         self.asr = self.asr or load_asr()
-        answers = sorted({r["response_text"] for r in read_manifest(data)})
+        answers = {r["intent"]: r["response_text"] for r in read_manifest(data)}
         self.model.eval()
         pipe = Pipeline(self.model, self.codec, {"codec": self.codec.describe()}, self.device)
         hyps = []
@@ -237,7 +231,7 @@ class Trainer:
             hyps.append(self.asr.transcribe(reply.audio, reply.sample_rate) if len(reply.audio) else "")
         self.model.train()
         refs = [r["response_text"] for r in rows]
-        right = sum(closest_answer(h, answers) == ref for h, ref in zip(hyps, refs))
+        right = sum(closest_answer(h, answers) == r["intent"] for h, r in zip(hyps, rows))
         return {"check_wer": wer(hyps, refs).wer, "check_answer_accuracy": right / len(rows),
                 "check_n": len(rows), "check_example": hyps[0]}
 

@@ -122,3 +122,14 @@ def test_ddp_two_gloo_processes(spoken_manifest, tiny_encodec, tmp_path):
     assert config["training"]["world_size"] == 2
     assert config["training"]["steps"] == 4
     assert json.loads(done.stdout.strip().splitlines()[-1])["step"] == 4
+
+
+@pytest.mark.slow
+def test_spoken_check_scores_replies_with_whisper(spoken_manifest, tiny_encodec, tmp_path):
+    trainer = Trainer(tiny_args(spoken_manifest, tmp_path / "c", "--steps", "1", "--check-n", "2"),
+                      codec=tiny_encodec)
+    check = trainer.spoken_check()
+    assert check["check_n"] == 2  # the two eval_voices prompts
+    assert check["check_wer"] >= 0.5  # an untrained model does not say the answers
+    assert 0.0 <= check["check_answer_accuracy"] <= 1.0
+    assert trainer.model.training  # back in training mode afterwards
