@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PROTOTYPE = ASSETS / "prototype"
 CHUNK_MS = 200.0  # longest streamed chunk
-FIRST_PUSH_FRAMES = 3  # decode the first audio as soon as this many reply frames exist
+FIRST_AUDIO_FRAMES = 3  # the first chunk: 40 ms of audio, out as soon as its frames are final
 
 
 @dataclass
@@ -166,7 +166,9 @@ class Pipeline:
                 timings["first_frame"] = (now - encoded) * 1e3
             frames.append(frame)
             pending.append(frame)
-            push_at = FIRST_PUSH_FRAMES if len(frames) == len(pending) else max_chunk // hop - 1
+            # The decoder holds back `lookahead` frames, so the first push waits for that many more.
+            first = len(frames) == len(pending)
+            push_at = FIRST_AUDIO_FRAMES + decoder.lookahead if first else max_chunk // hop - 1
             if len(pending) >= push_at:
                 t = time.perf_counter()
                 wave = decoder.push(torch.stack(pending, dim=1))
