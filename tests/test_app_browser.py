@@ -9,7 +9,6 @@ while the reply plays: a barge-in).
 
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
