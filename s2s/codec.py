@@ -431,6 +431,9 @@ def load_codec(name: str, **options) -> Codec:
     if name == "world_vq":
         from s2s.world_vq import WorldVQCodec
 
+        bad = sorted(set(options) - {"tables"})
+        if bad:
+            raise ValueError(f"unknown option(s) {bad} for world_vq; valid: ['tables']")
         return WorldVQCodec(**options)
     raise ValueError(f"unknown codec {name!r}; available: {available_codecs()}")
 

@@ -18,7 +18,7 @@ import os
 import random
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +34,8 @@ class Pair:
     id: str
     prompt: torch.Tensor  # [K, S]
     reply: torch.Tensor  # [K, T]
+    intent: str = ""
+    split: str = ""
 
 
 @dataclass
@@ -126,7 +128,40 @@ def tokenise(manifest: str | os.PathLike, rows: list[dict], codec, workers: int 
 
 
 def make_pairs(rows: list[dict], codes: dict[str, torch.Tensor]) -> list[Pair]:
-    return [Pair(r["id"], codes[r["prompt_audio"]], codes[r["response_audio"]]) for r in rows]
+    return [Pair(r["id"], codes[r["prompt_audio"]], codes[r["response_audio"]], r.get("intent", ""), r.get("split", ""))
+            for r in rows]
+
+
+def corrupt_reply_input(batch: Batch, cardinality: int, share: float, generator: torch.Generator) -> Batch:
+    """The batch with some of the reply's input codes (teacher forcing) replaced by random codes:
+    each pair draws a level in [0, share) and that part of its inputs is noised; targets unchanged.
+    A decoder that can continue the reply from its own past learns to ignore the prompt; with a
+    noisy past (up to none of it left) it must listen to know which answer it is giving."""
+    level = share * torch.rand((batch.reply_in.shape[0], 1, 1), generator=generator)  # per pair
+    noisy = torch.rand(batch.reply_in.shape, generator=generator) < level
+    noisy &= batch.reply_in < cardinality  # codes only: BOS and PAD stay
+    random_codes = torch.randint(0, cardinality, batch.reply_in.shape, generator=generator)
+    return replace(batch, reply_in=torch.where(noisy, random_codes, batch.reply_in))
+
+
+def augment_prompt(prompt: torch.Tensor, cardinality: int, stretch: float, mask_spans: int,
+                   generator: torch.Generator, span_frames: int = 8) -> torch.Tensor:
+    """Prompt codes [K, S] -> a perturbed copy for training: time-stretched by a random rate in
+    [1 - stretch, 1 + stretch] (frames dropped or repeated) and `mask_spans` random spans of up to
+    `span_frames` frames replaced by random codes, so that the model learns what was said rather
+    than one recording's exact frames."""
+    k, s = prompt.shape
+    if stretch > 0:
+        rate = 1 + stretch * (2 * torch.rand((), generator=generator).item() - 1)
+        length = max(1, round(s / rate))
+        prompt = prompt[:, (torch.arange(length) * rate).long().clamp(max=s - 1)]
+    prompt = prompt.clone()
+    for _ in range(mask_spans):
+        width = int(torch.randint(1, span_frames + 1, (), generator=generator))
+        start = int(torch.randint(0, max(1, prompt.shape[1] - width + 1), (), generator=generator))
+        span = prompt[:, start : start + width]
+        span.copy_(torch.randint(0, cardinality, span.shape, generator=generator))
+    return prompt
 
 
 def collate(pairs: list[Pair], cardinality: int) -> Batch:

@@ -2,9 +2,10 @@
 
 Input at each step is the sum of the K codebook embeddings of the previous step (delay pattern,
 see patterns.py) plus a sinusoidal position; decoder blocks are causal self-attention over the
-reply, cross-attention to the (optionally encoded) prompt codes, and an MLP; K output heads give
-the next token of every codebook. Shapes: prompt [B, K, S], reply steps [B, K, T], logits
-[B, K, T, V] with V = cardinality + 3 (codes, then BOS, PAD, EOS).
+reply, cross-attention to the prompt (its codes, optionally encoded, minus their mean over
+time), and an MLP; K output heads give the next token of every codebook. Shapes: prompt
+[B, K, S], reply steps [B, K, T], logits [B, K, T, V] with V = cardinality + 3 (codes, then BOS,
+PAD, EOS).
 
     python -m s2s.model            # table of the presets: layers, width, heads, parameters
 """
@@ -207,6 +208,10 @@ class S2SModel(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
+        # The sum of the K codebook embeddings gets unit variance per dimension, like the
+        # sinusoidal positions it is added to (variance 0.5): at std 0.02 the positions drowned
+        # the prompt's content and a 10m model learned to ignore what it was asked.
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=1.0 / math.sqrt(self.cfg.n_codebooks))
 
     def embed(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """tokens [B, K, T], pos [T] -> [B, T, D]."""
@@ -224,7 +229,16 @@ class S2SModel(nn.Module):
         key_mask = None if prompt_mask is None else prompt_mask[:, None, None, :]
         for block in self.encoder:
             x = block(x, key_mask)
-        return self.prompt_norm(x)
+        # Subtract the prompt's mean over its real frames (cepstral-mean-normalisation style):
+        # what is the same in every frame says nothing about what was asked, and without this a
+        # large constant grew in the memory, drowned the content, and the decoder stopped
+        # listening (16 prompts were learnt in 80 steps with it, 62% of them after 200 without).
+        if prompt_mask is None:
+            mean = x.mean(dim=1, keepdim=True)
+        else:
+            weights = prompt_mask[..., None].to(x.dtype)
+            mean = (x * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1)
+        return self.prompt_norm(x - mean)
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder layer, the cross-attention keys/values of the prompt (computed once)."""

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,12 +30,14 @@ from tqdm import tqdm
 
 from s2s import patterns
 from s2s.checkpoint import check_codec, load_checkpoint, load_extra, read_config, save_checkpoint
-from s2s.codec import load_codec
+from s2s.codec import CodecUnavailable, load_codec
 from s2s.corpus import read_manifest
-from s2s.dataset import collate, epoch_batches, make_pairs, select_rows, tokenise
+from s2s.dataset import (Batch, Pair, augment_prompt, collate, corrupt_reply_input, epoch_batches, make_pairs,
+                         select_rows, tokenise)
 from s2s.generate import autocast
 from s2s.model import PRESETS, S2SModel, preset_config
 from s2s.pipeline import Pipeline
+from s2s.ranking import answer_ranking_accuracy
 
 LOG_FILE = "train_log.jsonl"
 
@@ -45,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--preset", default="10m", choices=list(PRESETS))
     p.add_argument("--codec", default="world_vq", help="codec name (s2s.available_codecs())")
+    p.add_argument("--codec-option", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="codec options, e.g. tables=PATH (world_vq) or bandwidth=6.0 (encodec_24khz)")
     p.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights")
     p.add_argument("--resume", action="store_true", help="continue --out from its saved step")
     p.add_argument("--filter", nargs="*", default=[], help="KEY=VALUE manifest filters, e.g. accent=en-gb")
@@ -57,6 +62,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--onset-weight", type=float, default=1.0,
+                   help="loss weight of the reply's first --onset-steps steps, where it must show it heard the prompt")
+    p.add_argument("--onset-steps", type=int, default=48)
+    p.add_argument("--stretch", type=float, default=0.0, help="prompt augmentation: random time stretch +-this share")
+    p.add_argument("--mask-spans", type=int, default=0, help="prompt augmentation: spans of random codes per prompt")
+    p.add_argument("--reply-noise", type=float, default=0.0,
+                   help="share of the reply's teacher-forced input codes replaced by random codes")
+    p.add_argument("--rank-steps", type=int, default=48,
+                   help="answer ranking at every validation: steps of each answer scored (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--eval-every", type=int, default=250)
@@ -71,6 +85,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def codec_options(pairs: list[str]) -> dict:
+    """["bandwidth=6.0", "tables=x.npz", "download=true"] -> {"bandwidth": 6.0, "tables": "x.npz",
+    "download": True}: numbers become floats, true/false booleans, the rest stays text."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"codec option {pair!r} must look like KEY=VALUE, e.g. bandwidth=6.0")
+        if value.lower() in ("true", "false"):
+            options[key] = value.lower() == "true"
+            continue
+        try:
+            options[key] = float(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def copy_if_present(src: Path, dst: Path) -> None:
+    """The training log travels with checkpoints: copy it where it exists."""
+    if src.is_file():
+        dst.write_bytes(src.read_bytes())
+
+
 def lr_at(step: int, args) -> float:
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
@@ -79,15 +117,25 @@ def lr_at(step: int, args) -> float:
     return floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def loss_fn(model, batch, cardinality: int) -> torch.Tensor:
+def loss_fn(model, batch, cardinality: int, onset_weight: float = 1.0, onset_steps: int = 0) -> torch.Tensor:
+    """Mean cross-entropy over the reply's tokens; the first `onset_steps` steps weigh
+    `onset_weight` times as much (the answer is decided there; later steps follow the reply)."""
     logits = model(batch.prompt, batch.reply_in, batch.prompt_mask)  # [B, K, T, V]
     pad = patterns.special_ids(cardinality)["pad"]
-    return F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad)
+    if onset_weight == 1.0 or onset_steps <= 0:
+        return F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad)
+    nll = F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad, reduction="none")
+    t = batch.target.shape[-1]
+    step_weight = torch.ones(t, device=nll.device)
+    step_weight[:onset_steps] = onset_weight
+    weight = step_weight.expand_as(batch.target).flatten() * (batch.target.flatten() != pad)
+    return (nll * weight).sum() / weight.sum()
 
 
 def make_optimizer(model, args) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    # No decay on norms, biases and the code embeddings (rows of rarely seen codes would shrink).
+    no_decay = [p for name, p in model.named_parameters() if p.dim() < 2 or name == "embedding.weight"]
+    decay = [p for p in model.parameters() if all(p is not q for q in no_decay)]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=True)
 
@@ -125,7 +173,7 @@ class Trainer:
             self.device = torch.device("cpu")
         self.out = Path(args.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.codec = codec or load_codec(args.codec)
+        self.codec = codec or load_codec(args.codec, **codec_options(args.codec_option))
         self.rows, self.val_rows = self.load_rows()
         self.model, self.config, self.start_step, extra = self.build_model()
         self.opt = make_optimizer(self.model, args)
@@ -149,7 +197,9 @@ class Trainer:
         train = [r for r in rows if r["split"] == "train"]
         if not train:
             raise ValueError(f"no training pairs in {str(data)!r} (filters: {self.args.filter or 'none'})")
-        val = [r for r in rows if r["split"] != "train"][:64]
+        val = []  # up to 32 of each held-out split (e.g. eval_voices, eval_phrasings)
+        for split in dict.fromkeys(r["split"] for r in rows if r["split"] != "train"):
+            val += [r for r in rows if r["split"] == split][:32]
         return train, val
 
     def build_model(self):
@@ -164,8 +214,8 @@ class Trainer:
             model, config = load_checkpoint(start, device=self.device, codec=codec.describe())
             model.train()
             extra = load_extra(start) if args.resume else {}
-            if args.resume and self.main and not self.live_log.is_file() and (self.out / LOG_FILE).is_file():
-                self.live_log.write_bytes((self.out / LOG_FILE).read_bytes())
+            if args.resume and self.main and not self.live_log.is_file():
+                copy_if_present(self.out / LOG_FILE, self.live_log)
             return model, config, 0, extra
         cfg = preset_config(args.preset, n_codebooks=codec.n_codebooks, cardinality=codec.cardinality,
                             dropout=args.dropout)
@@ -197,8 +247,7 @@ class Trainer:
             return
         save_checkpoint(self.out, self.model, self.codec.describe(), training=self.summary(step, extra),
                         extra_tensors=optimizer_tensors(self.opt, step))
-        if self.live_log.is_file():
-            (self.out / LOG_FILE).write_bytes(self.live_log.read_bytes())
+        copy_if_present(self.live_log, self.out / LOG_FILE)
 
     @torch.no_grad()
     def validation_loss(self, pairs) -> float:
@@ -210,6 +259,30 @@ class Trainer:
                 losses.append(float(loss_fn(self.model, batch, self.model.cfg.cardinality)) * len(idx))
         self.model.train()
         return sum(losses) / len(pairs)
+
+    def training_batch(self, batch_pairs: list[Pair], step: int) -> Batch:
+        """The step's batch, prompts perturbed (--stretch, --mask-spans) and reply inputs noised
+        (--reply-noise); the random draws depend only on (seed, step): a resumed run replays them."""
+        args = self.args
+        card = self.model.cfg.cardinality
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        if args.stretch > 0 or args.mask_spans > 0:
+            batch_pairs = [replace(p, prompt=augment_prompt(p.prompt, card, args.stretch, args.mask_spans, gen))
+                           for p in batch_pairs]
+        batch = collate(batch_pairs, card)
+        return corrupt_reply_input(batch, card, args.reply_noise, gen) if args.reply_noise > 0 else batch
+
+    def ranking(self, pairs: list[Pair], answers: dict) -> dict:
+        """Answer-ranking accuracy (s2s/ranking.py) per split: rank_<split>. rank_train (on a few
+        training pairs) against the held-out splits tells not listening from not generalising."""
+        if not self.args.rank_steps or len(answers) < 2:
+            return {}
+        out = {}
+        for split in dict.fromkeys(p.split for p in pairs):
+            chosen = [p for p in pairs if p.split == split and p.intent in answers]
+            if chosen:
+                out[f"rank_{split}"] = answer_ranking_accuracy(self.model, chosen, answers, self.args.rank_steps)
+        return out
 
     def spoken_check(self) -> dict:
         """Replies to a few eval prompts -> Whisper WER and answer accuracy."""
@@ -245,6 +318,7 @@ class Trainer:
             codes = tokenise(args.data, self.rows + self.val_rows, self.codec, workers=1)
         pairs = make_pairs(self.rows, codes)
         val_pairs = make_pairs(self.val_rows, codes)
+        answers = {p.intent: p.reply for p in pairs if p.intent}
         card = self.model.cfg.cardinality
         step, last = self.start_step, {}
         stop = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
@@ -262,9 +336,9 @@ class Trainer:
                     break
                 for group in self.opt.param_groups:
                     group["lr"] = lr_at(step, args)
-                batch = collate([pairs[i] for i in idx], card).to(self.device)
+                batch = self.training_batch([pairs[i] for i in idx], step).to(self.device)
                 with autocast(self.device):
-                    loss = loss_fn(self.ddp, batch, card)
+                    loss = loss_fn(self.ddp, batch, card, args.onset_weight, args.onset_steps)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.clip)
@@ -278,7 +352,9 @@ class Trainer:
                               "grad_norm": float(grad_norm), "time": round(time.time() - started, 1)})
                 if val_pairs and (step % args.eval_every == 0 or step == stop) and self.main:
                     last["val_loss"] = self.validation_loss(val_pairs)
-                    self.log({"step": step, "val_loss": last["val_loss"]})
+                    last.update(self.ranking(val_pairs + pairs[:32], answers))
+                    self.log({"step": step, "val_loss": last["val_loss"],
+                              **{k: v for k, v in last.items() if k.startswith("rank")}})
                 if args.check_every and step % args.check_every == 0 and self.main:
                     last.update(self.spoken_check())
                     self.log({"step": step, **{k: v for k, v in last.items() if k.startswith("check")}})
@@ -296,9 +372,7 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16)
     """A shippable copy of a checkpoint: weights in fp16, no optimiser state, the log kept."""
     model, config = load_checkpoint(src)
     out = save_checkpoint(dst, model, config["codec"], training=config.get("training"), dtype=dtype)
-    log = Path(src) / LOG_FILE
-    if log.is_file():
-        (out / LOG_FILE).write_bytes(log.read_bytes())
+    copy_if_present(Path(src) / LOG_FILE, out / LOG_FILE)
     return out
 
 
@@ -308,7 +382,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     try:
         result = Trainer(args).run()
-    except ValueError as e:
+    except (ValueError, CodecUnavailable) as e:
         raise SystemExit(f"error: {e}")
     finally:
         if dist.is_initialized():

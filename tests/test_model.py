@@ -56,3 +56,20 @@ def test_too_long_prompt_is_refused():
     model = S2SModel(ModelConfig(**TINY))
     with pytest.raises(ValueError, match="at most 64"):
         model(torch.zeros(1, 3, 65, dtype=torch.long), torch.zeros(1, 3, 2, dtype=torch.long))
+
+
+def test_prompt_memory_is_the_encoding_minus_its_mean_over_real_frames():
+    torch.manual_seed(0)
+    model = S2SModel(ModelConfig(cardinality=16, d_model=16, n_head=2, n_layer=1, d_ff=16)).eval()
+    prompt = torch.randint(0, 16, (2, 4, 6))
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    x = model.embed(prompt, torch.arange(6))  # no encoder layers: the encoding is the embedding
+    memory = model.encode_prompt(prompt, mask)
+    assert torch.allclose(memory[0], model.prompt_norm(x[0] - x[0].mean(0)), atol=1e-5)
+    assert torch.allclose(memory[1, :4], model.prompt_norm(x[1, :4] - x[1, :4].mean(0)), atol=1e-5)
+    # A code that is the same in every frame (e.g. a speaker's constant pitch bin) adds nothing.
+    steady = prompt.clone()
+    steady[:, 2] = 5
+    other = steady.clone()
+    other[:, 2] = 9
+    assert torch.allclose(model.encode_prompt(steady), model.encode_prompt(other), atol=1e-5)

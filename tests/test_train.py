@@ -10,7 +10,9 @@ import torch
 
 from s2s.checkpoint import load_checkpoint, save_checkpoint
 from s2s.model import ModelConfig, S2SModel
-from s2s.train import Trainer, lr_at, parse_args
+from s2s.dataset import Pair, augment_prompt, collate, corrupt_reply_input
+from s2s.ranking import answer_ranking_accuracy, answer_scores
+from s2s.train import Trainer, loss_fn, lr_at, parse_args
 
 TINY = ["--preset", "10m", "--batch-frames", "2000", "--lr", "3e-3", "--warmup", "2",
         "--dropout", "0", "--check-every", "0", "--eval-every", "5", "--workers", "1", "--threads", "2"]
@@ -38,18 +40,21 @@ def test_loss_falls_and_checkpoint_records_the_run(spoken_manifest, tiny_encodec
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
     assert any("val_loss" in r for r in log)
+    assert any("rank_eval_voices" in r for r in log)  # the answer ranking ran at validation
     _, config = load_checkpoint(out, codec=tiny_encodec.describe())
     assert config["training"]["steps"] == 40 == result["step"]
     assert config["training"]["pairs"] == 4
 
 
+
 @pytest.mark.slow
 def test_resume_continues_at_the_same_step_with_the_same_optimiser(spoken_manifest, tiny_encodec, tmp_path):
     straight = tmp_path / "straight"
-    Trainer(tiny_args(spoken_manifest, straight, "--steps", "8"), codec=tiny_encodec).run()
+    augment = ["--stretch", "0.15", "--mask-spans", "2", "--onset-weight", "4", "--reply-noise", "0.2"]  # replayed too
+    Trainer(tiny_args(spoken_manifest, straight, "--steps", "8", *augment), codec=tiny_encodec).run()
     split = tmp_path / "split"
-    Trainer(tiny_args(spoken_manifest, split, "--steps", "8", "--stop-after", "5"), codec=tiny_encodec).run()
-    resumed = Trainer(tiny_args(spoken_manifest, split, "--steps", "8", "--resume"), codec=tiny_encodec)
+    Trainer(tiny_args(spoken_manifest, split, "--steps", "8", "--stop-after", "5", *augment), codec=tiny_encodec).run()
+    resumed = Trainer(tiny_args(spoken_manifest, split, "--steps", "8", "--resume", *augment), codec=tiny_encodec)
     assert resumed.start_step == 5
     resumed.run()
     a, _ = load_checkpoint(straight)
@@ -133,3 +138,91 @@ def test_spoken_check_scores_replies_with_whisper(spoken_manifest, tiny_encodec,
     assert check["check_wer"] >= 0.5  # an untrained model does not say the answers
     assert 0.0 <= check["check_answer_accuracy"] <= 1.0
     assert trainer.model.training  # back in training mode afterwards
+
+
+def test_answer_ranking_follows_the_prompt():
+    torch.manual_seed(0)
+    card = 32
+    model = S2SModel(ModelConfig(cardinality=card, d_model=32, n_head=4, n_layer=1, d_ff=64, n_encoder_layer=1))
+    answers = {"greet": torch.randint(0, card, (4, 12)), "bye": torch.randint(0, card, (4, 9))}
+    pairs = [Pair(f"{intent}{i}", torch.randint(0, card, (4, 10)), answers[intent], intent)
+             for i in range(2) for intent in answers]
+    assert answer_ranking_accuracy(model, pairs, answers, steps=1) == 0.5  # untrained: one answer for all
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        opt.zero_grad()
+        loss_fn(model, collate(pairs, card), card).backward()
+        opt.step()
+    assert model.training  # left as it was
+    assert answer_ranking_accuracy(model, pairs, answers, steps=1) == 1.0  # step 0 alone decides
+    assert answer_ranking_accuracy(model, pairs, {"greet": answers["bye"], "bye": answers["greet"]}, steps=1) == 0.0
+    # A score is the teacher-forced log-likelihood per token of the answer's first steps.
+    model.eval()
+    scores = answer_scores(model, pairs[0].prompt, [answers["greet"], answers["bye"]], steps=100)
+    assert torch.allclose(scores[0], -loss_fn(model, collate([pairs[0]], card), card), rtol=1e-4)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        answer_ranking_accuracy(model, pairs, answers, steps=0)
+
+
+def test_onset_weight_is_a_weighted_mean_over_reply_tokens():
+    torch.manual_seed(0)
+    model = S2SModel(ModelConfig(cardinality=16, d_model=16, n_head=2, n_layer=1, d_ff=16)).eval()
+    pairs = [Pair("a", torch.randint(0, 16, (4, 5)), torch.randint(0, 16, (4, 7))),
+             Pair("b", torch.randint(0, 16, (4, 3)), torch.randint(0, 16, (4, 4)))]
+    batch = collate(pairs, 16)
+    plain = loss_fn(model, batch, 16)
+    assert torch.allclose(loss_fn(model, batch, 16, onset_weight=5.0, onset_steps=100), plain)  # all weighted alike
+    logits = model(batch.prompt, batch.reply_in, batch.prompt_mask)
+    nll = torch.nn.functional.cross_entropy(logits.permute(0, 3, 1, 2), batch.target, reduction="none")
+    real = batch.target != 17  # PAD
+    weight = torch.where(torch.arange(batch.target.shape[-1]) < 3, 5.0, 1.0).expand_as(nll) * real
+    expected = (nll * weight).sum() / weight.sum()
+    assert torch.allclose(loss_fn(model, batch, 16, onset_weight=5.0, onset_steps=3), expected)
+    assert not torch.allclose(expected, plain)
+
+
+def test_prompt_augmentation_stretches_and_masks_reproducibly():
+    prompt = torch.arange(400).view(4, 100) % 1024
+    same = augment_prompt(prompt, 1024, 0.0, 0, torch.Generator().manual_seed(0))
+    assert torch.equal(same, prompt) and same is not prompt
+    lengths = set()
+    for seed in range(20):
+        out = augment_prompt(prompt, 1024, 0.2, 0, torch.Generator().manual_seed(seed))
+        lengths.add(out.shape[1])
+        assert 83 <= out.shape[1] <= 125  # 100 frames / (1 +- 0.2)
+        assert torch.equal(out[1:], out[:1] + 100 * torch.arange(1, 4)[:, None])  # whole frames kept
+        assert torch.all(out[0, 1:] >= out[0, :-1])  # in order: frames dropped or repeated only
+    assert len(lengths) > 5
+    masked = augment_prompt(prompt, 1024, 0.0, 3, torch.Generator().manual_seed(1), span_frames=8)
+    changed = (masked != prompt).any(dim=0).sum()
+    assert 0 < changed <= 24 and masked.max() < 1024
+    again = augment_prompt(prompt, 1024, 0.0, 3, torch.Generator().manual_seed(1), span_frames=8)
+    assert torch.equal(masked, again)
+
+
+def test_codec_options_from_the_command_line(spoken_manifest, tmp_path):
+    from s2s.train import codec_options
+    assert codec_options(["bandwidth=6", "tables=a=b.npz", "download=True"]) == {
+        "bandwidth": 6.0, "tables": "a=b.npz", "download": True}
+    with pytest.raises(ValueError, match="must look like KEY=VALUE"):
+        codec_options(["bandwidth"])
+    args = tiny_args(spoken_manifest, tmp_path / "x", "--codec", "world_vq", "--codec-option", "tables=/nope.npz")
+    with pytest.raises(ValueError, match="/nope.npz does not exist"):
+        Trainer(args)
+    args = tiny_args(spoken_manifest, tmp_path / "x", "--codec", "world_vq", "--codec-option", "bandwith=6")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['bandwith'\] for world_vq"):
+        Trainer(args)
+
+
+def test_reply_noise_replaces_input_codes_only():
+    pairs = [Pair("a", torch.randint(0, 16, (4, 5)), torch.randint(0, 16, (4, 30))),
+             Pair("b", torch.randint(0, 16, (4, 3)), torch.randint(0, 16, (4, 20)))]
+    batch = collate(pairs, 16)
+    noisy = corrupt_reply_input(batch, 16, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(noisy.target, batch.target) and torch.equal(noisy.prompt, batch.prompt)
+    special = batch.reply_in >= 16  # BOS, PAD, EOS stay where they are
+    assert torch.equal(noisy.reply_in[special], batch.reply_in[special])
+    changed = (noisy.reply_in != batch.reply_in).float()[~special].mean()
+    assert 0.3 < changed < 0.55  # ~half drawn, 1/16 of those redraw the same code
+    assert noisy.reply_in.max() <= batch.reply_in.max()
+    assert torch.equal(corrupt_reply_input(batch, 16, 0.0, torch.Generator()).reply_in, batch.reply_in)

@@ -1,0 +1,59 @@
+"""Answer ranking: which of the corpus's known answers does the model find most likely for a prompt?
+
+A check of whether the model listens that needs no ASR and no generation: for each prompt, the
+teacher-forced log-likelihood (per token) of the first `steps` steps of every distinct answer's codes; the
+prompt counts as understood when its own answer scores highest. Answers to different intents
+part within their first half second, so a short prefix decides; it is cheap enough to run during
+training (the full answer would cost ~4x).
+
+    accuracy = answer_ranking_accuracy(model, pairs, answers, steps=48)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from s2s import patterns
+
+
+@torch.no_grad()
+def answer_scores(model, prompt: torch.Tensor, answers: list[torch.Tensor], steps: int) -> torch.Tensor:
+    """prompt codes [K, S]; answers: codes [K, T_i] -> [len(answers)] mean log-likelihood per
+    token of each answer's first `steps` delay-pattern steps (a shorter answer's EOS counts; the
+    mean keeps answers of different lengths comparable)."""
+    cfg = model.cfg
+    device = model.embedding.weight.device
+    ids = patterns.special_ids(cfg.cardinality)
+    built = [patterns.build(a, cfg.cardinality)[:, :steps] for a in answers]
+    length = max(b.shape[1] for b in built)
+    target = torch.full((len(built), cfg.n_codebooks, length), ids["pad"], dtype=torch.long)
+    for i, b in enumerate(built):
+        target[i, :, : b.shape[1]] = b
+    target = target.to(device)
+    bos = torch.full_like(target[:, :, :1], ids["bos"])
+    reply_in = torch.cat([bos, target[:, :, :-1]], dim=2)
+    memory = model.encode_prompt(prompt[None].to(device))
+    cross = [(k.expand(len(built), -1, -1, -1), v.expand(len(built), -1, -1, -1)) for k, v in model.cross_kv(memory)]
+    logits = model.decode(reply_in, torch.arange(length, device=device), cross).float()
+    nll = F.cross_entropy(logits.flatten(0, 2), target.flatten(), ignore_index=ids["pad"], reduction="none")
+    real = (target != ids["pad"]).view(len(built), -1).sum(dim=1)
+    return (-nll.view(len(built), -1).sum(dim=1) / real).cpu()
+
+
+def answer_ranking_accuracy(model, pairs, answers: dict[str, torch.Tensor], steps: int = 48) -> float:
+    """pairs: objects with .prompt codes and .intent; answers: intent -> answer codes [K, T].
+    The share of prompts whose own intent's answer the model scores highest."""
+    if not pairs:
+        raise ValueError("answer ranking needs at least one prompt")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    intents = sorted(answers)
+    codes = [answers[i] for i in intents]
+    was_training = model.training
+    model.eval()
+    try:
+        right = sum(intents[int(answer_scores(model, p.prompt, codes, steps).argmax())] == p.intent for p in pairs)
+    finally:
+        model.train(was_training)
+    return right / len(pairs)
