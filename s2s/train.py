@@ -228,7 +228,7 @@ class Trainer:
             "steps": step, "preset": self.model.cfg.preset, "data": str(self.args.data),
             "filters": self.args.filter, "pairs": len(self.rows), "lr": self.args.lr,
             "world_size": self.world, "log": LOG_FILE, "init": self.args.init,
-            "init_training": history or None, **extra,
+            "init_training": history or None, "args": vars(self.args), **extra,
         }
 
     @property

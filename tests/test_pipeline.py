@@ -86,3 +86,17 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             pick_device("cuda")
+
+
+def test_the_bundled_prototype_is_the_default_and_replies_with_an_answer():
+    from s2s.pipeline import PROTOTYPE
+
+    weights = sum(f.stat().st_size for f in PROTOTYPE.iterdir())
+    assert weights < 30e6  # fp16, shippable
+    pipe = load_pipeline(device="cpu")  # no checkpoint: the bundled prototype
+    assert pipe.checkpoint == str(PROTOTYPE)
+    assert pipe.model.cfg.preset == "10m" and pipe.codec.name == "world_vq"
+    reply = pipe.respond(str(PROTOTYPE.parent / "eval" / "prompts" / "eval_voices_00005.flac"), seed=0)
+    # The corpus's answers last 1.6-2.5 s: a reply that long ended with EOS, not at the length cap.
+    assert 1.2 < reply.seconds < 3.5, reply.seconds
+    assert np.abs(reply.audio).max() > 0.05  # it says something

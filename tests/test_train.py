@@ -215,14 +215,14 @@ def test_codec_options_from_the_command_line(spoken_manifest, tmp_path):
 
 
 def test_reply_noise_replaces_input_codes_only():
-    pairs = [Pair("a", torch.randint(0, 16, (4, 5)), torch.randint(0, 16, (4, 30))),
-             Pair("b", torch.randint(0, 16, (4, 3)), torch.randint(0, 16, (4, 20)))]
+    pairs = [Pair(str(i), torch.randint(0, 16, (4, 5)), torch.randint(0, 16, (4, 40))) for i in range(8)]
     batch = collate(pairs, 16)
-    noisy = corrupt_reply_input(batch, 16, 0.5, torch.Generator().manual_seed(0))
+    noisy = corrupt_reply_input(batch, 16, 0.8, torch.Generator().manual_seed(0))
     assert torch.equal(noisy.target, batch.target) and torch.equal(noisy.prompt, batch.prompt)
     special = batch.reply_in >= 16  # BOS, PAD, EOS stay where they are
     assert torch.equal(noisy.reply_in[special], batch.reply_in[special])
-    changed = (noisy.reply_in != batch.reply_in).float()[~special].mean()
-    assert 0.3 < changed < 0.55  # ~half drawn, 1/16 of those redraw the same code
+    changed = ((noisy.reply_in != batch.reply_in) & ~special).flatten(1).sum(1) / (~special).flatten(1).sum(1)
+    assert 0.2 < changed.mean() < 0.55  # levels drawn in [0, 0.8): ~0.4, 1/16 redraw the same code
+    assert changed.max() - changed.min() > 0.2  # each pair its own level
     assert noisy.reply_in.max() <= batch.reply_in.max()
     assert torch.equal(corrupt_reply_input(batch, 16, 0.0, torch.Generator()).reply_in, batch.reply_in)
