@@ -1,10 +1,10 @@
 """Answer ranking: which of the corpus's known answers does the model find most likely for a prompt?
 
 A check of whether the model listens that needs no ASR and no generation: for each prompt, the
-teacher-forced log-likelihood (per token) of the first `steps` steps of every distinct answer's codes; the
-prompt counts as understood when its own answer scores highest. Answers to different intents
-part within their first half second, so a short prefix decides; it is cheap enough to run during
-training (the full answer would cost ~4x).
+teacher-forced log-likelihood per token of the first `steps` steps of every distinct answer's
+codes; the prompt counts as understood when its own answer scores highest. The corpus's answers
+part within their first few frames, so a short prefix decides, and it is cheap enough to run
+during training (whole answers would cost ~4x).
 
     accuracy = answer_ranking_accuracy(model, pairs, answers, steps=48)
 """

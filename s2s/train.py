@@ -68,7 +68,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stretch", type=float, default=0.0, help="prompt augmentation: random time stretch +-this share")
     p.add_argument("--mask-spans", type=int, default=0, help="prompt augmentation: spans of random codes per prompt")
     p.add_argument("--reply-noise", type=float, default=0.0,
-                   help="share of the reply's teacher-forced input codes replaced by random codes")
+                   help="teacher-forcing noise: each pair has a share drawn from [0, this) of its reply's "
+                        "input codes replaced by random codes")
     p.add_argument("--rank-steps", type=int, default=48,
                    help="answer ranking at every validation: steps of each answer scored (0 = off)")
     p.add_argument("--seed", type=int, default=0)
