@@ -187,8 +187,13 @@ class StreamDecoder:
         self.reset()
         return out
 
+    def _start(self, done: int) -> int:
+        """First frame of the window that renders from frame `done` on (subclasses may pick
+        another; frames before the window start of the next render are dropped)."""
+        return max(0, done - self.context)
+
     def _render(self, ready: int, final: bool) -> torch.Tensor:
-        start = max(0, self._done - self.context)  # window: frames [start, total)
+        start = self._start(self._done)  # window: frames [start, total)
         window = self._codes[:, start - self._first:]
         audio = self.codec.decode(window).detach().to("cpu", torch.float32).reshape(-1)
         if audio.numel() != window.shape[1] * self.hop:
@@ -203,7 +208,7 @@ class StreamDecoder:
         if n_tail:
             new[:n_tail] = self._tail * (1.0 - self._fade_in[:n_tail]) + new[:n_tail] * self._fade_in[:n_tail]
         self._done = ready
-        keep_from = max(0, ready - self.context)
+        keep_from = self._start(ready)
         self._codes = self._codes[:, keep_from - self._first:]
         self._first = keep_from
         if final or self.crossfade == 0:

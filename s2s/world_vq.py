@@ -435,25 +435,6 @@ class WorldStreamDecoder(StreamDecoder):
         self._fade_in = torch.linspace(0.0, 1.0, self.crossfade + 2)[1:-1]
         self.reset()
 
-    def reset(self) -> None:
-        self._codes = torch.zeros(self.codec.n_codebooks, 0, dtype=torch.long)  # frames [first, total)
-        self._first = self._total = self._done = 0
-        self._tail = torch.zeros(0)  # held samples before frame `done`, blended with the next window
-
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [K, n] -> FloatTensor [t]: the audio that is final now (may be empty)."""
-        codes = self.codec.check_codes(codes)
-        self._codes = torch.cat([self._codes, codes], dim=1)
-        self._total += codes.shape[1]
-        ready = self._total - self.lookahead
-        return self._render(ready, final=False) if ready > self._done else torch.zeros(0)
-
-    def flush(self) -> torch.Tensor:
-        """FloatTensor [t]: everything not yet emitted; then the decoder is reset."""
-        out = self._render(self._total, final=True) if self._total > self._done else self._tail.clone()
-        self.reset()
-        return out
-
     def _start(self, done: int) -> int:
         """First frame of the window that renders from frame `done` on."""
         limit = done - self.context
@@ -465,23 +446,6 @@ class WorldStreamDecoder(StreamDecoder):
             if int(voicing[s - self._first]) == 0:
                 return s
         return 0 if lo == 0 else lo
-
-    def _render(self, ready: int, final: bool) -> torch.Tensor:
-        start = self._start(self._done)
-        audio = self.codec.decode(self._codes[:, start - self._first :])
-        n_tail = self._tail.numel()
-        new = audio[(self._done - start) * self.hop - n_tail : (ready - start) * self.hop].clone()
-        if n_tail:  # identical signals unless this window fell back to a fixed context
-            new[:n_tail] = self._tail * (1.0 - self._fade_in[:n_tail]) + new[:n_tail] * self._fade_in[:n_tail]
-        self._done = ready
-        keep = self._start(ready)
-        self._codes = self._codes[:, keep - self._first :]
-        self._first = keep
-        if final or self.crossfade == 0:
-            self._tail = torch.zeros(0)
-            return new
-        self._tail = new[new.numel() - self.crossfade :].clone()
-        return new[: new.numel() - self.crossfade]
 
 
 # ----------------------------------------------------------------------------- training
