@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from s2s import patterns
+from s2s.dataset import Pair, collate
 
 
 @torch.no_grad()
@@ -24,21 +25,16 @@ def answer_scores(model, prompt: torch.Tensor, answers: list[torch.Tensor], step
     mean keeps answers of different lengths comparable)."""
     cfg = model.cfg
     device = model.embedding.weight.device
-    ids = patterns.special_ids(cfg.cardinality)
-    built = [patterns.build(a, cfg.cardinality)[:, :steps] for a in answers]
-    length = max(b.shape[1] for b in built)
-    target = torch.full((len(built), cfg.n_codebooks, length), ids["pad"], dtype=torch.long)
-    for i, b in enumerate(built):
-        target[i, :, : b.shape[1]] = b
-    target = target.to(device)
-    bos = torch.full_like(target[:, :, :1], ids["bos"])
-    reply_in = torch.cat([bos, target[:, :, :-1]], dim=2)
+    batch = collate([Pair("", prompt, a) for a in answers], cfg.cardinality)
+    reply_in, target = batch.reply_in[..., :steps].to(device), batch.target[..., :steps].to(device)
+    length, pad = target.shape[-1], patterns.special_ids(cfg.cardinality)["pad"]
     memory = model.encode_prompt(prompt[None].to(device))
-    cross = [(k.expand(len(built), -1, -1, -1), v.expand(len(built), -1, -1, -1)) for k, v in model.cross_kv(memory)]
+    n = len(answers)
+    cross = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in model.cross_kv(memory)]
     logits = model.decode(reply_in, torch.arange(length, device=device), cross).float()
-    nll = F.cross_entropy(logits.flatten(0, 2), target.flatten(), ignore_index=ids["pad"], reduction="none")
-    real = (target != ids["pad"]).view(len(built), -1).sum(dim=1)
-    return (-nll.view(len(built), -1).sum(dim=1) / real).cpu()
+    nll = F.cross_entropy(logits.flatten(0, 2), target.flatten(), ignore_index=pad, reduction="none")
+    real = (target != pad).view(n, -1).sum(dim=1)
+    return (-nll.view(n, -1).sum(dim=1) / real).cpu()
 
 
 def answer_ranking_accuracy(model, pairs, answers: dict[str, torch.Tensor], steps: int = 48) -> float:

@@ -135,8 +135,9 @@ def loss_fn(model, batch, cardinality: int, onset_weight: float = 1.0, onset_ste
 
 def make_optimizer(model, args) -> torch.optim.AdamW:
     # No decay on norms, biases and the code embeddings (rows of rarely seen codes would shrink).
-    no_decay = [p for name, p in model.named_parameters() if p.dim() < 2 or name == "embedding.weight"]
-    decay = [p for p in model.parameters() if all(p is not q for q in no_decay)]
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.dim() < 2 or name == "embedding.weight" else decay).append(p)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=True)
 
