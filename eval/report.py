@@ -212,6 +212,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _label(row: dict) -> str:
     return Path(row["name"]).name if row.get("kind") == "checkpoint" else str(row["name"])
 
@@ -240,10 +247,7 @@ def plot_latency_vs_parameters(latency: list[dict], path: Path) -> Path:
         ax.set_xlabel("parameters (M)")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_latency_stages(latency: list[dict], path: Path) -> Path:
@@ -262,10 +266,7 @@ def plot_latency_stages(latency: list[dict], path: Path) -> Path:
     ax.set_ylabel("ms")
     ax.set_title("per-stage latency (medians)", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_metric_distributions(utterances: list[dict], path: Path) -> Path:
@@ -281,10 +282,7 @@ def plot_metric_distributions(utterances: list[dict], path: Path) -> Path:
             ax.boxplot([d if len(d) else [np.nan] for d in data], showmeans=True)
             ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 # ----------------------------------------------------------------------------- report
