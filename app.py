@@ -31,7 +31,7 @@ import numpy as np
 from s2s.audio import load_audio
 from s2s.codec import CodecUnavailable
 from s2s.pipeline import PROTOTYPE
-from s2s.plots import loss_figure, token_grid_figure
+from s2s.plots import attention_figure, loss_figure, token_grid_figure
 from s2s.serving import (FolderGuard, ModelCache, card_markdown, codec_label, device_line, example_prompts, frame,
                          loss_curves, readable, round_trip, timing_table, wav_bytes)
 
@@ -163,15 +163,14 @@ class Workbench:
                 if chunk.reply is not None:
                     reply = chunk.reply
                 elif chunk.audio.size:
-                    yield wav_bytes(chunk.audio, chunk.sample_rate), SKIP(), SKIP(), SKIP(), SKIP()
-            prompt = load_audio(source, pipe.codec.sample_rate, max_seconds=MAX_PROMPT_SECONDS).numpy()
+                    yield wav_bytes(chunk.audio, chunk.sample_rate), SKIP(), SKIP(), SKIP(), SKIP(), SKIP()
         if not reply.reply_codes.shape[1]:
             gr.Warning("The model ended its reply at once (0 frames): nothing to play.")
         sr, fr = reply.sample_rate, pipe.codec.frame_rate
-        prompt_fig = token_grid_figure(reply.prompt_codes, fr, prompt, sr, title="Prompt")
+        prompt_fig = token_grid_figure(reply.prompt_codes, fr, reply.prompt_audio, sr, title="Prompt")
         reply_fig = token_grid_figure(reply.reply_codes, fr, reply.audio, sr, title="Reply")
         yield SKIP(), prompt_fig, reply_fig, timing_table(reply.timings, reply.seconds), \
-            self.transcript(reply.audio, sr) if transcribe else ""
+            self.transcript(reply.audio, sr) if transcribe else "", listened_figure(pipe, reply)
 
     def transcript(self, audio: np.ndarray, sr: int) -> str:
         if not np.size(audio) or not np.any(audio):
@@ -225,7 +224,7 @@ class Workbench:
             with user_errors():
                 pipe = self.pipeline(checkpoint)
                 options = self.sampling(pipe, temperature, top_k, top_p, seed, max_seconds)
-                for chunk in pipe.stream(turn, **options):
+                for chunk in pipe.stream(turn, prompt_codes=False, **options):
                     if chunk.reply is not None or not chunk.audio.size:
                         continue
                     now = time.perf_counter()
@@ -350,8 +349,9 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, **opti
                 with gr.Row():
                     prompt_plot = gr.Plot(label="Prompt tokens", show_label=False, elem_id="prompt_plot")
                     reply_plot = gr.Plot(label="Reply tokens", show_label=False, elem_id="reply_plot")
+                attention_plot = gr.Plot(label="Where the reply listened", show_label=False, elem_id="attention_plot")
                 talk_in = [audio_in, ckpt, temperature, top_k, top_p, seed, max_len, transcribe]
-                talk_out = [reply, prompt_plot, reply_plot, timings, transcript]
+                talk_out = [reply, prompt_plot, reply_plot, timings, transcript, attention_plot]
                 talk = gpu(wb.talk)
                 go.click(talk, talk_in, talk_out, concurrency_id="generate", concurrency_limit=concurrency,
                          api_name="talk")
@@ -449,6 +449,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a folder visitors may pick checkpoints from (repeatable; default: assets/ and ckpts/)")
     p.add_argument("--concurrency", type=int, default=2, help="replies generated at once; the rest queue")
     return p.parse_args(argv)
+
+
+def listened_figure(pipe, reply):
+    """The cross-attention map of the reply over what the model heard (averaged over heads and
+    layers), under the prompt's spectrogram; None when the reply has no frames."""
+    from s2s.attention import cross_attention_map, prompt_segments
+
+    if not reply.reply_codes.shape[1]:
+        return None
+    model = pipe.model
+    codes = reply.prompt_codes if model.cfg.uses_codes else None
+    maps, _ = cross_attention_map(model, reply.reply_codes, prompt=codes, features=reply.prompt_features)
+    segments = prompt_segments(model, codes, reply.prompt_features)
+    part, rate = ("features", pipe.frontend.frame_rate) if "features" in segments else ("codes", pipe.codec.frame_rate)
+    start, end = segments[part]
+    title = f"Where the reply listened ({pipe.frontend_desc['name']}, {len(maps)} layers averaged)"
+    return attention_figure(maps.mean(0)[:, start:end], rate, pipe.codec.frame_rate, reply.prompt_audio,
+                            reply.sample_rate, title=title)
 
 
 def main(argv: list[str] | None = None) -> None:

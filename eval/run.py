@@ -16,7 +16,9 @@ settings, a reply at most 1.5 x the reference answer + 0.5 s unless --max-reply-
 ASR transcribes the reply; WER against response_text; MCD and log-F0 RMSE of the reply against
 the reference answer audio (eval.metrics, computed in --workers processes while the main process
 generates); answer_accuracy: the transcript is closer (by WER, a unique minimum) to the
-utterance's own intended answer than to every other answer in the manifest. Then the latency
+utterance's own intended answer than to every other answer in the manifest. For each codec, a
+"ceiling: <codec>" row scores the reference answers passed through the codec alone (encode +
+decode), exactly like replies: what a perfect model speaking that codec would reach. Then the latency
 of every checkpoint and every --presets model size (eval/latency.py, one subprocess each).
 
 Writes --out (default reports/eval-YYYYmmdd-HHMMSS) atomically: utterances.csv, summary.csv,
@@ -221,34 +223,75 @@ def evaluate_checkpoint(pipe, name: str, rows: list[dict], prompts: dict, refere
              "max_reply_seconds": cap, "error": ""}
         out.append(r)
         try:
-            reply = pipe.respond((prompts[row["id"]], REFERENCE_RATE), max_seconds=cap, **sampling)
+            reply = pipe.respond((prompts[row["id"]], REFERENCE_RATE), max_seconds=cap, prompt_codes=False,
+                                 **sampling)
         except ValueError as e:  # e.g. a prompt longer than this model takes
             r["error"] = f"generation: {e}"
             continue
         t = reply.timings
         r.update(reply_seconds=reply.seconds, reply_frames=int(reply.reply_codes.shape[1]),
-                 encode_ms=t["encode"], prefill_ms=t["prefill"], first_frame_ms=t["first_frame"],
+                 encode_ms=t.get("frontend", 0.0) + t.get("encode", 0.0), prefill_ms=t["prefill"], first_frame_ms=t["first_frame"],
                  time_to_first_audio_ms=t["time_to_first_audio"], generate_ms=t["generate"],
                  decode_ms=t["decode"], total_ms=t["total"], realtime_factor=t["realtime_factor"])
         audio = reply.audio
         if reply.sample_rate != REFERENCE_RATE and len(audio):
             audio = resample(audio, reply.sample_rate, REFERENCE_RATE).astype(np.float32)
+        score_reply(r, row, audio, ref, answers, asr, pool)
+    return out
+
+
+def score_reply(r: dict, row: dict, audio: np.ndarray, ref: np.ndarray, answers: dict[str, str], asr,
+                pool: "MetricPool", transcript: str | None = None) -> None:
+    """Fill r with the transcript, WER, answer match and (as a future) MCD / log-F0 of a reply
+    [T] at REFERENCE_RATE against its reference; transcript: already known (skips the ASR)."""
+    if transcript is None:
         transcript = ""
         if len(audio):
             try:
                 transcript = asr.transcribe(audio, REFERENCE_RATE)
             except ValueError as e:
                 r["error"] = f"asr: {e}"
-        r["transcript"] = transcript
-        try:
-            w = wer([transcript], [row["response_text"]])
-            r.update(wer=w.wer, word_errors=w.substitutions + w.deletions + w.insertions, ref_words=w.n_ref_words)
-        except ValueError as e:
-            r["error"] = f"wer: {e}"
-        pred = closest_answer(transcript, answers)
-        r.update(answer_pred=pred if pred is not None else "", answer_correct=pred == row["intent"])
-        if len(audio):
-            r["_metrics"] = pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
+    r["transcript"] = transcript
+    try:
+        w = wer([transcript], [row["response_text"]])
+        r.update(wer=w.wer, word_errors=w.substitutions + w.deletions + w.insertions, ref_words=w.n_ref_words)
+    except ValueError as e:
+        r["error"] = f"wer: {e}"
+    pred = closest_answer(transcript, answers)
+    r.update(answer_pred=pred if pred is not None else "", answer_correct=pred == row["intent"])
+    if len(audio):
+        r["_metrics"] = pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
+
+
+def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[str, str], asr,
+                     pool: "MetricPool", progress: bool) -> list[dict]:
+    """The codec's ceiling: every utterance's reference answer through the codec alone (encode +
+    decode), scored exactly like a reply. What a perfect model speaking this codec would reach."""
+    import torch
+    from tqdm import tqdm
+
+    from s2s.audio import resample
+
+    name = f"ceiling: {codec.name}"
+    round_trips: dict[str, tuple[np.ndarray, str | None]] = {}
+    out = []
+    for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
+        ref = references[row["response_audio"]]
+        key = str(row["response_audio"])
+        r = {"checkpoint": name, "id": row["id"], "intent": row["intent"], "voice": row["voice"],
+             "accent": row["accent"], "split": row["split"], "response_text": row["response_text"],
+             "reference_seconds": len(ref) / REFERENCE_RATE, "error": ""}
+        out.append(r)
+        if key not in round_trips:
+            wav = torch.from_numpy(resample(ref, REFERENCE_RATE, codec.sample_rate).astype(np.float32))
+            audio = codec.decode(codec.encode(wav, codec.sample_rate)).numpy()
+            if codec.sample_rate != REFERENCE_RATE:
+                audio = resample(audio, codec.sample_rate, REFERENCE_RATE)
+            round_trips[key] = (audio.astype(np.float32), None)
+        audio, transcript = round_trips[key]
+        r.update(reply_seconds=len(audio) / REFERENCE_RATE)
+        score_reply(r, row, audio, ref, answers, asr, pool, transcript=transcript)
+        round_trips[key] = (audio, r["transcript"])
     return out
 
 
@@ -263,13 +306,13 @@ def evaluate(
     limit: int | None = None, codec=None, device: str | None = None, threads: int | None = None,
     seed: int = 0, temperature: float = 0.7, top_k: int = 50, top_p: float = 1.0,
     max_reply_seconds: float | None = None, latency_frames: int = 75, latency_repeats: int = 2,
-    workers: int = 2, progress: bool = True, command: str = "",
+    workers: int = 2, progress: bool = True, command: str = "", ceiling: bool = True,
 ) -> dict:
     """Evaluate every checkpoint under `checkpoints`, time them and the presets, write the report.
 
     codec: an already-built Codec used for every checkpoint (which must have been trained with
     it) and for the presets, instead of the codec each checkpoint records (tests use a tiny
-    EnCodec this way). Returns {"out": Path, "summary": rows, "utterances": rows, "latency": rows}.
+    EnCodec this way). ceiling: also score each codec's ceiling (evaluate_ceiling). Returns {"out": Path, "summary": rows, "utterances": rows, "latency": rows}.
     Raises EvalError on bad input, before any model is run.
     """
     import torch
@@ -355,7 +398,15 @@ def evaluate(
             utterances += mine
             summary.append(base)
             ok_paths.append(path)
+            codecs.setdefault(json.dumps(pipe.codec.describe(), sort_keys=True), pipe.codec)
             del pipe
+        if ceiling:
+            for use in dict.fromkeys(codecs.values()):
+                echo(f"codec ceiling of {use.name}: the reference answers through the codec alone")
+                utterances += evaluate_ceiling(use, rows, references, answers, recognizer, pool, progress)
+                summary.append({"checkpoint": f"ceiling: {use.name}", "path": "", "status": "ok",
+                                "device": "cpu", "threads": threads, "codec": use.name, "preset": "codec only",
+                                "asr": getattr(recognizer, "name", str(asr))})
         for r in utterances:  # wait for the metric workers
             fut = r.pop("_metrics", None)
             if fut is not None:
@@ -430,6 +481,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--presets", nargs="*", default=list(PRESET_NAMES), choices=list(PRESET_NAMES),
                    help="model sizes to time with random weights (none = skip the preset table)")
     p.add_argument("--no-latency", action="store_true", help="skip every latency measurement")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the codec-ceiling rows")
     p.add_argument("--latency-frames", type=int, default=75, help="reply frames per timed latency run")
     p.add_argument("--latency-repeats", type=int, default=2, help="timed latency runs after a warm-up")
     p.add_argument("--asr", default=None, help="BACKEND[:MODEL], e.g. faster-whisper (default: best offline)")
@@ -450,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     command = "python -m eval.run " + " ".join(shlex.quote(a) for a in argv)
     try:
-        evaluate(args.checkpoints, data=args.data, out=args.out, presets=args.presets,
+        evaluate(args.checkpoints, data=args.data, out=args.out, presets=args.presets, ceiling=not args.no_ceiling,
                  latency=not args.no_latency, asr=args.asr, limit=args.limit, device=args.device,
                  threads=args.threads, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, max_reply_seconds=args.max_reply_seconds,

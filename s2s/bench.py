@@ -45,14 +45,15 @@ def prompt_audio(seconds: float) -> tuple[np.ndarray, int]:
     return np.resize(wav, n), sr
 
 
-def time_generation(model, prompt, frames: int, repeats: int) -> dict:
-    """Median/p90 ms per frame after the first, frames/s and prefill ms over `repeats` runs."""
+def time_generation(model, prompt, frames: int, repeats: int, features=None) -> dict:
+    """Median/p90 ms per frame after the first, frames/s and prefill ms over `repeats` runs.
+    prompt codes [K, S] and/or features [S', D]: what the model hears."""
     per_frame, fps, prefill = [], [], []
     for run in range(repeats + 1):  # run 0 is the warm-up
         timings: dict = {}
         stamps = []
         start = time.perf_counter()
-        for _ in generate(model, prompt, max_frames=frames, min_frames=frames, temperature=0.7,
+        for _ in generate(model, prompt, features=features, max_frames=frames, min_frames=frames, temperature=0.7,
                           top_k=50, seed=run, timings=timings):
             stamps.append(time.perf_counter())
         if run == 0:

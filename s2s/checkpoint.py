@@ -1,8 +1,11 @@
-"""Checkpoints: a directory with config.json (model config, codec, pattern, special ids,
-training summary) and model.safetensors. Saved atomically; loaded without pickle.
+"""Checkpoints: a directory with config.json (model config, codec, prompt front-end, pattern,
+special ids, training summary) and model.safetensors. Saved atomically; loaded without pickle.
 
-    save_checkpoint("ckpts/run1", model, codec={"name": "world_vq", "params": {...}})
-    model, meta = load_checkpoint("ckpts/run1", device="cpu", codec=codec)  # refuses a codec mismatch
+    save_checkpoint("ckpts/run1", model, codec={"name": "world_vq", "params": {...}},
+                    frontend={"name": "whisper_tiny_en", "params": {"sha256": ...}})
+    model, meta = load_checkpoint("ckpts/run1", device="cpu", codec=codec, frontend=fe)  # refuses mismatches
+
+A config without a "frontend" section (written before front-ends existed) hears codes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from s2s import patterns
+from s2s.frontend import check_frontend
 from s2s.model import ModelConfig, S2SModel
 
 FORMAT = "s2s-checkpoint"
@@ -38,22 +42,29 @@ def save_checkpoint(
     training: dict | None = None,
     dtype: torch.dtype | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
+    frontend: dict | None = None,
 ) -> Path:
     """Write config.json + model.safetensors into a temporary sibling, then rename into place.
 
     codec: {"name": ..., "params": {...}} (Codec.describe()). dtype: e.g. torch.float16 to ship
     a small checkpoint (loading casts back to float32). extra_tensors: e.g. optimiser state,
-    stored in a second safetensors file `extra.safetensors`.
+    stored in a second safetensors file `extra.safetensors`. frontend: the description of the
+    model's prompt front-end (s2s.frontend.model_frontend); may be left out for "codes" only.
     """
     path = Path(path)
     if not isinstance(codec, dict) or "name" not in codec:
         raise ValueError(f"codec must be a dict with 'name' and 'params', got {codec!r}")
     cfg = model.cfg
+    frontend = frontend or {"name": "codes", "params": {}}
+    if frontend.get("name") != cfg.frontend:
+        raise ValueError(f"the model hears front-end {cfg.frontend!r}; pass its description "
+                         f"(s2s.frontend.model_frontend), got {frontend!r}")
     config = {
         "format": FORMAT,
         "version": VERSION,
         "model": cfg.to_dict(),
         "codec": {"name": codec["name"], "params": codec.get("params", {})},
+        "frontend": {"name": frontend["name"], "params": frontend.get("params", {})},
         "pattern": {"name": "delay", "delays": list(range(cfg.n_codebooks))},
         "special_ids": patterns.special_ids(cfg.cardinality),
         "dtype": str(dtype or next(model.parameters()).dtype).replace("torch.", ""),
@@ -119,16 +130,20 @@ def check_codec(config: dict, codec: dict, where: str = "checkpoint") -> None:
 
 
 def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu", codec: dict | None = None
+    path: str | Path, device: str | torch.device = "cpu", codec: dict | None = None,
+    frontend: dict | None = None,
 ) -> tuple[S2SModel, dict]:
     """Rebuild the model from config.json and load model.safetensors -> (model in eval mode, config).
 
-    codec: the Codec.describe() of the codec the caller means to use; a mismatch is refused.
+    codec / frontend: the descriptions of the codec and prompt front-end the caller means to
+    use; a mismatch is refused.
     """
     path = Path(path)
     config = read_config(path)
     if codec is not None:
         check_codec(config, codec, where=f"checkpoint {str(path)!r}")
+    if frontend is not None:
+        check_frontend(config, frontend, where=f"checkpoint {str(path)!r}")
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]

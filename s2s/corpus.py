@@ -13,10 +13,12 @@ joe with varied length/noise scales and pitch shifts (sox); a share of prompts g
 augmentation (noise at 20-30 dB SNR, small reverb, gain).
 
 Splits (decided by plan_corpus, a pure function of the intents, sizes and seed):
-- train: TRAIN_* voice settings, all phrasings but the last of each intent;
+- train: TRAIN_* voice settings, all phrasings but the last two of each intent;
 - eval_voices: EVAL_* settings (variants, pitches, rates, pitch shifts never used in train,
   inside the train range), train phrasings;
-- eval_phrasings: the last phrasing of each intent (never in train), spoken by train voices.
+- eval_phrasings: the last two phrasings of each intent (never in train), spoken by train voices;
+- eval_family: a synthesis engine that never speaks in train (flite: its CMU voices slt, rms,
+  awb, kal16, kal, at several speeds and pitch shifts), train phrasings.
 
 Output (under --out): prompts/<id>.wav and answers/<intent>.wav (24 kHz mono 16-bit), then
 manifest.jsonl, one pair a line: id, prompt_audio, prompt_text, response_audio,
@@ -24,8 +26,8 @@ response_text, intent, voice, accent, split (+ engine, augment, prompt_seconds,
 response_seconds); paths relative to the manifest's folder. The same seed gives the same
 manifest and the same audio. Every wav is written atomically, so a rerun skips what exists.
 
-espeak-ng (GPL-3.0, a subprocess) and Piper (piper-tts, GPL-3.0, imported inside functions
-here only) are data-building tools: nothing in the pipeline, app or eval imports them.
+espeak-ng (GPL-3.0, a subprocess), flite (BSD-style, a subprocess: apt-get install flite) and
+Piper (piper-tts, GPL-3.0, imported inside functions here only) are data-building tools: nothing in the pipeline, app or eval imports them.
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ import soundfile as sf
 from s2s.audio import normalise_loudness, resample, save_audio
 
 SAMPLE_RATE = 24000
-MIN_PHRASINGS = 5
+MIN_PHRASINGS = 12
+HELD_OUT_PHRASINGS = 2  # the last two phrasings of every intent: eval_phrasings only
 DEFAULT_INTENTS = Path(__file__).resolve().parent.parent / "assets" / "intents.json"
-SPLITS = ("train", "eval_voices", "eval_phrasings")
+SPLITS = ("train", "eval_voices", "eval_phrasings", "eval_family")
 PIPER_GROUP = 100  # Piper prompts per seeded ONNX session (see _synth_piper_group)
 ANSWER_SEED = 1234  # the assistant's answers do not depend on the corpus seed
-VERSION = 2  # bump when synthesis changes: a folder built by another version is refused
+VERSION = 3  # bump when synthesis changes: a folder built by another version is refused
 
 # espeak-ng base voice -> accent group. "en" is en-gb: espeak-ng silently drops a variant on
 # "en-gb+VAR" (same audio as plain en-gb) but applies it on "en+VAR".
@@ -91,6 +94,11 @@ TRAIN_NOISE_SCALES = (0.4, 0.55, 0.7, 0.85)
 EVAL_NOISE_SCALES = (0.625,)
 TRAIN_NOISE_W = (0.5, 0.7, 0.9)
 EVAL_NOISE_W = (0.8,)
+# The held-out family (eval_family only): flite's built-in CMU voices -> accent; speed (flite's
+# duration_stretch, as length_scale) and sox pitch shifts.
+FLITE_VOICES = {"slt": "us", "rms": "us", "awb": "scottish", "kal16": "us", "kal": "us"}
+FAMILY_LENGTH_SCALES = (0.9, 1.0, 1.15)
+FAMILY_SEMITONES = (-2.0, 0.0, 2.0)
 
 
 class IntentsError(ValueError):
@@ -101,13 +109,13 @@ class IntentsError(ValueError):
 class Intent:
     name: str
     answer: str
-    phrasings: tuple[str, ...]  # the last one is held out for eval_phrasings
+    phrasings: tuple[str, ...]  # the last HELD_OUT_PHRASINGS are held out for eval_phrasings
 
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak" or "piper"
-    base: str  # espeak base voice (ESPEAK_ACCENTS key) or "joe"
+    engine: str  # "espeak", "piper" or "flite"
+    base: str  # espeak base voice (ESPEAK_ACCENTS key), "joe" or a FLITE_VOICES key
     variant: str = ""  # espeak variant, "" = none
     pitch: int = 50  # espeak -p (0-99)
     rate: int = 175  # espeak -s (words per minute)
@@ -118,6 +126,8 @@ class Voice:
 
     @property
     def accent(self) -> str:
+        if self.engine == "flite":
+            return FLITE_VOICES[self.base]
         return ESPEAK_ACCENTS[self.base] if self.engine == "espeak" else "us"
 
     @property
@@ -125,6 +135,8 @@ class Voice:
         if self.engine == "espeak":
             name = self.base + (f"+{self.variant}" if self.variant else "")
             return f"espeak:{name}:p{self.pitch}:s{self.rate}"
+        if self.engine == "flite":
+            return f"flite:{self.base}:st{self.semitones:+.1f}:ls{self.length_scale:.2f}"
         return (f"piper:{self.base}:st{self.semitones:+.1f}:ls{self.length_scale:.2f}"
                 f":ns{self.noise_scale:.3f}:nw{self.noise_w:.2f}")
 
@@ -203,6 +215,9 @@ def load_intents(path: str | os.PathLike = DEFAULT_INTENTS) -> list[Intent]:
 
 
 def _sample_voice(rng: random.Random, split: str, piper_share: float) -> Voice:
+    if split == "eval_family":
+        return Voice("flite", rng.choice(sorted(FLITE_VOICES)), semitones=rng.choice(FAMILY_SEMITONES),
+                     length_scale=rng.choice(FAMILY_LENGTH_SCALES))
     ev = split == "eval_voices"
     if rng.random() < piper_share:
         return Voice("piper", "joe", semitones=rng.choice(EVAL_SEMITONES if ev else TRAIN_SEMITONES),
@@ -232,8 +247,8 @@ def _sample_augment(rng: random.Random, share: float) -> dict:
 
 
 def plan_corpus(intents: list[Intent], pairs: int, seed: int, *, eval_voices_pairs: int | None = None,
-                eval_phrasings_pairs: int | None = None, piper_share: float = 0.3,
-                augment_share: float = 0.3) -> list[Item]:
+                eval_phrasings_pairs: int | None = None, eval_family_pairs: int | None = None,
+                piper_share: float = 0.3, augment_share: float = 0.3) -> list[Item]:
     """Decide every item (text, voice, split, augmentation) without synthesising anything.
 
     Pure: the same arguments give the same list. Intents are cycled in a reshuffled order so
@@ -245,10 +260,11 @@ def plan_corpus(intents: list[Intent], pairs: int, seed: int, *, eval_voices_pai
         raise ValueError(f"piper_share and augment_share must be in [0, 1], got {piper_share}, {augment_share}")
     n_ev = max(1, pairs // 10) if eval_voices_pairs is None else eval_voices_pairs
     n_ep = max(1, pairs // 10) if eval_phrasings_pairs is None else eval_phrasings_pairs
+    n_ef = max(1, pairs // 10) if eval_family_pairs is None else eval_family_pairs
     rng = random.Random(f"s2s-corpus:{seed}")
     items: list[Item] = []
     train_voices: dict[Voice, None] = {}  # ordered set
-    for split, n in (("train", pairs), ("eval_voices", n_ev), ("eval_phrasings", n_ep)):
+    for split, n in (("train", pairs), ("eval_voices", n_ev), ("eval_phrasings", n_ep), ("eval_family", n_ef)):
         order: list[Intent] = []
         for k in range(n):
             if not order:
@@ -256,9 +272,10 @@ def plan_corpus(intents: list[Intent], pairs: int, seed: int, *, eval_voices_pai
                 rng.shuffle(order)
             intent = order.pop()
             if split == "eval_phrasings":
-                text, voice = intent.phrasings[-1], rng.choice(list(train_voices))
+                text = rng.choice(intent.phrasings[-HELD_OUT_PHRASINGS:])
+                voice = rng.choice(list(train_voices))
             else:
-                text = rng.choice(intent.phrasings[:-1])
+                text = rng.choice(intent.phrasings[:-HELD_OUT_PHRASINGS])
                 voice = _sample_voice(rng, split, piper_share)
             if split == "train":
                 train_voices[voice] = None
@@ -282,6 +299,17 @@ def _espeak(voice: Voice, text: str) -> tuple[np.ndarray, int]:
                           "--stdout"], input=text.encode(), capture_output=True, check=True).stdout
     x, sr = sf.read(io.BytesIO(out), dtype="float32")
     return x, sr
+
+
+def _flite(voice: Voice, text: str) -> tuple[np.ndarray, int]:
+    if shutil.which("flite") is None:
+        raise RuntimeError("flite is not installed: apt-get install -y flite")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "flite.wav"
+        subprocess.run(["flite", "-voice", voice.base, "--setf", f"duration_stretch={voice.length_scale}",
+                        "-t", text, "-o", str(out)], capture_output=True, check=True)
+        x, sr = sf.read(str(out), dtype="float32")
+    return (_sox_pitch(x, sr, voice.semitones) if voice.semitones else x), sr
 
 
 def _sox_pitch(x: np.ndarray, sr: int, semitones: float) -> np.ndarray:
@@ -419,12 +447,12 @@ def build_corpus(out: str | os.PathLike, pairs: int = 2000, seed: int = 0, *,
         stats["synthesised"] += 1
 
     for it in items:
-        if it.voice.engine != "espeak":
+        if it.voice.engine not in ("espeak", "flite"):
             continue
         if _complete(prompt_path(it)):
             stats["skipped"] += 1
         else:
-            write(it, *_espeak(it.voice, it.text))
+            write(it, *(_espeak if it.voice.engine == "espeak" else _flite)(it.voice, it.text))
         bar.update(1)
     # Piper prompts: the ONNX noise stream continues across calls in a session, so each group
     # gets its own seeded session and is replayed whole (writing only what is missing).
@@ -497,32 +525,41 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
 
 # ----------------------------------------------------------------------------- eval bundle
 
-def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: int = 70,
-                voices_share: float = 4 / 7) -> list[dict]:
+def _round_robin(rows: list[dict], n: int, group) -> list[dict]:
+    """Up to n rows taken in turn from each group(row) (sorted), in the rows' order within a group."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(group(r), []).append(r)
+    picked: list[dict] = []
+    while len(picked) < n and any(groups.values()):
+        for g in sorted(groups):
+            if groups[g] and len(picked) < n:
+                picked.append(groups[g].pop(0))
+    return picked
+
+
+def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: int = 100,
+                voices_share: float = 0.4, family_share: float = 0.3) -> list[dict]:
     """Copy a small held-out set from a built corpus into dest/ as FLAC, with its own manifest.
 
     Takes round(eval_pairs * voices_share) eval_voices pairs round-robin over the held-out
-    voices, the rest from eval_phrasings with distinct intents first; copies the pysptk CMU
-    ARCTIC recording (16 kHz, real human speech) with its licence for codec checks.
+    voices, round(eval_pairs * family_share) eval_family pairs round-robin over the held-out
+    family's voices, the rest from eval_phrasings round-robin over intents; copies the pysptk
+    CMU ARCTIC recording (16 kHz, real human speech) with its licence for codec checks.
     """
     corpus, dest = Path(corpus), Path(dest)
     rows = read_manifest(corpus / "manifest.jsonl")
-    n_ev = round(eval_pairs * voices_share)
-    by_family: dict[str, list[dict]] = {}
-    for r in rows:
-        if r["split"] == "eval_voices":
-            parts = r["voice"].split(":")  # espeak:<base>+<variant>:.. / piper:joe:st..:..
-            family = parts[1].partition("+")[2] if parts[0] == "espeak" else parts[2]
-            by_family.setdefault(family, []).append(r)
-    picked: list[dict] = []
-    while len(picked) < n_ev and any(by_family.values()):
-        for fam in sorted(by_family):
-            if by_family[fam] and len(picked) < n_ev:
-                picked.append(by_family[fam].pop(0))
-    ep = [r for r in rows if r["split"] == "eval_phrasings"]
-    first = {r["intent"]: r for r in reversed(ep)}  # earliest item of each intent
-    ep_order = [r for r in ep if first[r["intent"]] is r] + [r for r in ep if first[r["intent"]] is not r]
-    picked += ep_order[: eval_pairs - len(picked)]
+
+    def voice_family(r):  # espeak:<base>+<variant>:.. / piper:joe:st..:.. / flite:<voice>:..
+        parts = r["voice"].split(":")
+        return parts[1].partition("+")[2] if parts[0] == "espeak" else parts[1] if parts[0] == "flite" else parts[2]
+
+    def split(name):
+        return [r for r in rows if r["split"] == name]
+
+    picked = _round_robin(split("eval_voices"), round(eval_pairs * voices_share), voice_family)
+    picked += _round_robin(split("eval_family"), round(eval_pairs * family_share), voice_family)
+    picked += _round_robin(split("eval_phrasings"), eval_pairs - len(picked), lambda r: r["intent"])
     if len(picked) < eval_pairs:
         raise ValueError(f"{corpus} has only {len(picked)} eval pairs, asked for {eval_pairs}: "
                          f"build it with more --eval-voices-pairs / --eval-phrasings-pairs")
@@ -603,12 +640,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--intents", default=str(DEFAULT_INTENTS))
     p.add_argument("--eval-voices-pairs", type=int, default=None, help="default pairs // 10")
     p.add_argument("--eval-phrasings-pairs", type=int, default=None, help="default pairs // 10")
+    p.add_argument("--eval-family-pairs", type=int, default=None, help="default pairs // 10")
     p.add_argument("--piper-share", type=float, default=0.3, help="share of prompts spoken by Piper")
     p.add_argument("--augment-share", type=float, default=0.3, help="share of prompts augmented")
     p.add_argument("--assistant", choices=["piper", "espeak"], default="piper",
                    help="answer voice; espeak (en-us) only for quick tests")
     p.add_argument("--bundle-eval", metavar="DIR", help="then copy a held-out eval set to DIR (FLAC)")
-    p.add_argument("--eval-pairs", type=int, default=70, help="pairs in the bundled eval set")
+    p.add_argument("--eval-pairs", type=int, default=100, help="pairs in the bundled eval set")
     p.add_argument("--check-voices", action="store_true", help="check the voices differ, then exit")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -620,7 +658,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--out is required (or --check-voices)")
     try:
         opts = {k: getattr(a, k) for k in ("piper_share", "augment_share", "eval_voices_pairs",
-                                           "eval_phrasings_pairs") if getattr(a, k) is not None}
+                                           "eval_phrasings_pairs", "eval_family_pairs") if getattr(a, k) is not None}
         assistant = ASSISTANT if a.assistant == "piper" else Voice("espeak", "en-us")
         stats = build_corpus(a.out, a.pairs, a.seed, intents_path=a.intents, assistant=assistant,
                              progress=not a.no_progress, **opts)

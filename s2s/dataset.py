@@ -1,13 +1,16 @@
-"""Training data: a corpus manifest tokenised once by a codec (cached), then length-bucketed batches.
+"""Training data: a corpus manifest tokenised once by a codec and heard once by the prompt
+front-end (both cached), then length-bucketed batches.
 
     rows = select_rows(read_manifest("data/corpus/manifest.jsonl"), ["accent=en-gb"])
     codes = tokenise(manifest_path, rows, codec)        # {audio path: LongTensor [K, F]}, cached
-    pairs = make_pairs(rows, codes)
+    feats = featurise(manifest_path, rows, frontend)    # {prompt path: Tensor [S, D]}, cached
+    pairs = make_pairs(rows, codes, feats)
     for batch in epoch_batches(pairs, epoch=0, batch_frames=6000, seed=0): ...
 
-The cache lives beside the manifest in .codes/<codec>-<hash of codec params>.safetensors:
-codes of every audio file ever tokenised with that codec, so a rerun, a resume or a fine-tune on
-a subset encodes nothing again.
+The caches live beside the manifest: .codes/<codec>-<hash of codec params>.safetensors holds
+the codes of every audio file ever tokenised with that codec, .features/<front-end>-<hash>.safetensors
+the features (fp16) of every prompt ever heard by that front-end; a rerun, a resume or a
+fine-tune on a subset computes nothing again.
 """
 
 from __future__ import annotations
@@ -32,21 +35,31 @@ from s2s.audio import load_audio
 @dataclass
 class Pair:
     id: str
-    prompt: torch.Tensor  # [K, S]
+    prompt: torch.Tensor | None  # [K, S] codes (None when the model hears features only)
     reply: torch.Tensor  # [K, T]
     intent: str = ""
     split: str = ""
+    features: torch.Tensor | None = None  # [S', D] front-end features
 
 
 @dataclass
 class Batch:
-    prompt: torch.Tensor  # [B, K, S] codes, padded with 0
-    prompt_mask: torch.Tensor  # [B, S] True = real frame
+    prompt: torch.Tensor | None  # [B, K, S] codes, padded with 0
+    prompt_mask: torch.Tensor | None  # [B, S] True = real frame
     reply_in: torch.Tensor  # [B, K, T+K] BOS column + delayed steps, padded with PAD
     target: torch.Tensor  # [B, K, T+K] delayed steps, PAD where there is nothing to predict
+    features: torch.Tensor | None = None  # [B, S', D], padded with 0
+    features_mask: torch.Tensor | None = None  # [B, S'] True = real frame
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.prompt, self.prompt_mask, self.reply_in, self.target)))
+        return Batch(*(None if t is None else t.to(device, non_blocking=True)
+                       for t in (self.prompt, self.prompt_mask, self.reply_in, self.target, self.features,
+                                 self.features_mask)))
+
+    def model_inputs(self) -> dict:
+        """Keyword arguments of S2SModel.forward / encode_prompt for the prompt side."""
+        return {"prompt": self.prompt, "prompt_mask": self.prompt_mask, "features": self.features,
+                "features_mask": self.features_mask}
 
 
 def select_rows(rows: list[dict], filters: list[str] | None) -> list[dict]:
@@ -100,15 +113,17 @@ def encode_file(codec, path: str) -> torch.Tensor:
     return codec.encode(load_audio(path, codec.sample_rate), codec.sample_rate).to(torch.int16)
 
 
-def tokenise(manifest: str | os.PathLike, rows: list[dict], codec, workers: int = 2) -> dict[str, torch.Tensor]:
-    """Codes [K, F] of every prompt and response audio in rows (relative path -> codes), cached.
+def tokenise(manifest: str | os.PathLike, rows: list[dict], codec, workers: int = 2,
+             keys: tuple[str, ...] = ("prompt_audio", "response_audio")) -> dict[str, torch.Tensor]:
+    """Codes [K, F] of every audio in rows under `keys` (relative path -> codes), cached.
 
     workers > 1 encodes in that many processes (the codec is rebuilt in each from describe()).
+    keys=("response_audio",) encodes the replies only (a model that hears features only).
     """
     manifest = Path(manifest)
     path = cache_path(manifest, codec.describe())
     cache = load_cache(path)
-    wanted = sorted({r[k] for r in rows for k in ("prompt_audio", "response_audio")})
+    wanted = sorted({r[k] for r in rows for k in keys})
     todo = [p for p in wanted if p not in cache]
     if todo:
         files = [str(manifest.parent / p) for p in todo]
@@ -127,8 +142,42 @@ def tokenise(manifest: str | os.PathLike, rows: list[dict], codec, workers: int 
     return {p: cache[p] for p in wanted}
 
 
-def make_pairs(rows: list[dict], codes: dict[str, torch.Tensor]) -> list[Pair]:
-    return [Pair(r["id"], codes[r["prompt_audio"]], codes[r["response_audio"]], r.get("intent", ""), r.get("split", ""))
+def features_cache_path(manifest: Path, frontend_desc: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(frontend_desc, sort_keys=True).encode()).hexdigest()[:12]
+    return manifest.parent / ".features" / f"{frontend_desc['name']}-{digest}.safetensors"
+
+
+def featurise(manifest: str | os.PathLike, rows: list[dict], frontend) -> dict[str, torch.Tensor]:
+    """Front-end features [S, D] of every prompt audio in rows (relative path -> float32), cached
+    in fp16. One process: the Whisper encoder already uses the threads torch is given."""
+    manifest = Path(manifest)
+    path = features_cache_path(manifest, frontend.describe())
+    cache = {k: v for k, v in (load_file(str(path)) if path.is_file() else {}).items()}
+    wanted = sorted({r["prompt_audio"] for r in rows})
+    todo = [p for p in wanted if p not in cache]
+    if todo:
+        sr = 16000
+        for rel in tqdm(todo, desc=f"features of {frontend.name}", unit="prompt"):
+            try:
+                feats = frontend.features(load_audio(str(manifest.parent / rel), sr), sr)
+            except ValueError as e:
+                raise ValueError(f"{manifest}: prompt {rel!r}: {e}") from None
+            cache[rel] = feats.to(torch.float16)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".features-", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        save_file({k: v.contiguous() for k, v in cache.items()}, tmp)
+        os.replace(tmp, path)
+    return {p: cache[p].float() for p in wanted}
+
+
+def make_pairs(rows: list[dict], codes: dict[str, torch.Tensor], features: dict[str, torch.Tensor] | None = None,
+               use_codes: bool = True) -> list[Pair]:
+    """Pairs of (prompt codes and/or features, reply codes); use_codes=False leaves the prompt
+    codes out (a features-only model)."""
+    return [Pair(r["id"], codes[r["prompt_audio"]] if use_codes else None, codes[r["response_audio"]],
+                 r.get("intent", ""), r.get("split", ""),
+                 None if features is None else features[r["prompt_audio"]])
             for r in rows]
 
 
@@ -150,44 +199,89 @@ def augment_prompt(prompt: torch.Tensor, cardinality: int, stretch: float, mask_
     [1 - stretch, 1 + stretch] (frames dropped or repeated) and `mask_spans` random spans of up to
     `span_frames` frames replaced by random codes, so that the model learns what was said rather
     than one recording's exact frames."""
-    k, s = prompt.shape
-    if stretch > 0:
-        rate = 1 + stretch * (2 * torch.rand((), generator=generator).item() - 1)
-        length = max(1, round(s / rate))
-        prompt = prompt[:, (torch.arange(length) * rate).long().clamp(max=s - 1)]
-    prompt = prompt.clone()
-    for _ in range(mask_spans):
-        width = int(torch.randint(1, span_frames + 1, (), generator=generator))
-        start = int(torch.randint(0, max(1, prompt.shape[1] - width + 1), (), generator=generator))
+    prompt = stretch_time(prompt, stretch, generator).clone()
+    for start, width in mask_positions(prompt.shape[1], mask_spans, span_frames, generator):
         span = prompt[:, start : start + width]
         span.copy_(torch.randint(0, cardinality, span.shape, generator=generator))
     return prompt
 
 
-def collate(pairs: list[Pair], cardinality: int) -> Batch:
+def augment_features(features: torch.Tensor, stretch: float, mask_spans: int, generator: torch.Generator,
+                     span_frames: int = 5) -> torch.Tensor:
+    """Front-end features [S, D] -> a perturbed copy: the same time stretch as augment_prompt,
+    and `mask_spans` spans of up to `span_frames` frames set to zero (SpecAugment-style)."""
+    features = stretch_time(features.T, stretch, generator).T.clone()
+    for start, width in mask_positions(features.shape[0], mask_spans, span_frames, generator):
+        features[start : start + width] = 0
+    return features
+
+
+def stretch_time(x: torch.Tensor, stretch: float, generator: torch.Generator) -> torch.Tensor:
+    """[C, S] -> [C, S'] at a random rate in [1 - stretch, 1 + stretch] (frames dropped or repeated)."""
+    if stretch <= 0:
+        return x
+    s = x.shape[1]
+    rate = 1 + stretch * (2 * torch.rand((), generator=generator).item() - 1)
+    return x[:, (torch.arange(max(1, round(s / rate))) * rate).long().clamp(max=s - 1)]
+
+
+def mask_positions(length: int, spans: int, span_frames: int, generator: torch.Generator) -> list[tuple[int, int]]:
+    """`spans` random (start, width) spans of 1..span_frames frames inside [0, length)."""
+    out = []
+    for _ in range(spans):
+        width = int(torch.randint(1, span_frames + 1, (), generator=generator))
+        start = int(torch.randint(0, max(1, length - width + 1), (), generator=generator))
+        out.append((start, width))
+    return out
+
+
+def pad_time(seqs: list[torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensors with time on `dim` (0 or 1) -> stacked and zero-padded [B, ...], mask [B, S_max]."""
+    s = max(x.shape[dim] for x in seqs)
+    out = seqs[0].new_zeros((len(seqs),) + tuple(s if d == dim else n for d, n in enumerate(seqs[0].shape)))
+    mask = torch.zeros(len(seqs), s, dtype=torch.bool)
+    for i, x in enumerate(seqs):
+        out[i].narrow(dim, 0, x.shape[dim]).copy_(x)
+        mask[i, : x.shape[dim]] = True
+    return out, mask
+
+
+def crop_replies(pairs: list[Pair], frames: int) -> list[Pair]:
+    """Pairs with replies cut to their first `frames` frames, for training on the reply's onset
+    (collate with max_steps=frames, so that the cut is not taught as an end: no EOS)."""
+    return [replace(p, reply=p.reply[:, :frames]) for p in pairs]
+
+
+def collate(pairs: list[Pair], cardinality: int, max_steps: int | None = None) -> Batch:
+    """Pairs -> a padded batch; max_steps keeps only the first steps of the reply (see crop_replies)."""
     ids = patterns.special_ids(cardinality)
-    k = pairs[0].prompt.shape[0]
-    s = max(p.prompt.shape[1] for p in pairs)
     steps = [patterns.build(p.reply, cardinality) for p in pairs]  # [K, T+K] each
-    length = max(x.shape[1] for x in steps)
-    prompt = torch.zeros(len(pairs), k, s, dtype=torch.long)
-    mask = torch.zeros(len(pairs), s, dtype=torch.bool)
-    target = torch.full((len(pairs), k, length), ids["pad"], dtype=torch.long)
-    for i, (p, x) in enumerate(zip(pairs, steps)):
-        prompt[i, :, : p.prompt.shape[1]] = p.prompt
-        mask[i, : p.prompt.shape[1]] = True
-        target[i, :, : x.shape[1]] = x
-    bos = torch.full((len(pairs), k, 1), ids["bos"], dtype=torch.long)
+    target, _ = pad_time(steps, dim=1)
+    for i, x in enumerate(steps):
+        target[i, :, x.shape[1] :] = ids["pad"]
+    prompt = mask = features = features_mask = None
+    if pairs[0].prompt is not None:
+        prompt, mask = pad_time([p.prompt for p in pairs], dim=1)
+    if pairs[0].features is not None:
+        features, features_mask = pad_time([p.features for p in pairs], dim=0)
+    bos = torch.full((len(pairs), target.shape[1], 1), ids["bos"], dtype=torch.long)
     reply_in = torch.cat([bos, target[:, :, :-1]], dim=2)
-    return Batch(prompt, mask, reply_in, target)
+    if max_steps is not None:
+        reply_in, target = reply_in[..., :max_steps], target[..., :max_steps]
+    return Batch(prompt, mask, reply_in, target, features, features_mask)
+
+
+def prompt_length(pair: Pair) -> int:
+    """The prompt's frames as the encoder sees them (codes and features together)."""
+    return sum(x.shape[i] for x, i in ((pair.prompt, 1), (pair.features, 0)) if x is not None)
 
 
 def length_batches(pairs: list[Pair], batch_frames: int) -> list[list[int]]:
     """Indices grouped by length so that batch size x (longest prompt + reply) <= batch_frames."""
-    order = sorted(range(len(pairs)), key=lambda i: (pairs[i].prompt.shape[1] + pairs[i].reply.shape[1], i))
+    order = sorted(range(len(pairs)), key=lambda i: (prompt_length(pairs[i]) + pairs[i].reply.shape[1], i))
     batches, current, longest = [], [], 0
     for i in order:
-        n = pairs[i].prompt.shape[1] + pairs[i].reply.shape[1]
+        n = prompt_length(pairs[i]) + pairs[i].reply.shape[1]
         if current and max(longest, n) * (len(current) + 1) > batch_frames:
             batches.append(current)
             current, longest = [], 0

@@ -1,7 +1,7 @@
 """Autoregressive generation of reply codes: static KV cache, prefill, decode_step, sampling.
 
     state = Session.allocate(model, batch=1, max_steps=...)   # preallocated self-attn caches
-    logits = prefill(model, prompt, state)      # encode the prompt, cross K/V once, BOS step
+    logits = prefill(model, prompt, state, features)  # encode the prompt, cross K/V once, BOS step
     logits = decode_step(model, tokens, pos, state)   # one step; the only function compiled
 
 generate() drives them through the delay pattern and yields each reply frame [K] as soon as
@@ -59,14 +59,17 @@ def autocast(device: torch.device):
     return nullcontext()
 
 
-def prefill(model: S2SModel, prompt: torch.Tensor, session: Session) -> torch.Tensor:
-    """prompt [B, K, S] -> logits [B, K, V] for reply step 0 (input: the all-BOS column)."""
-    with autocast(prompt.device):
-        memory = model.encode_prompt(prompt)
+def prefill(model: S2SModel, prompt: torch.Tensor | None, session: Session,
+            features: torch.Tensor | None = None) -> torch.Tensor:
+    """prompt codes [B, K, S] and/or features [B, S', D] (what the model's front-end hears) ->
+    logits [B, K, V] for reply step 0 (input: the all-BOS column)."""
+    device = model.heads.device
+    with autocast(device):
+        memory, _ = model.encode_prompt(prompt, None, features, None)
         session.cross_kvs = model.cross_kv(memory)
     bos = patterns.special_ids(model.cfg.cardinality)["bos"]
-    start = torch.full(prompt.shape[:2] + (1,), bos, dtype=torch.long, device=prompt.device)
-    return decode_step(model, start, torch.zeros(1, dtype=torch.long, device=prompt.device), session)
+    start = torch.full((memory.shape[0], model.cfg.n_codebooks, 1), bos, dtype=torch.long, device=device)
+    return decode_step(model, start, torch.zeros(1, dtype=torch.long, device=device), session)
 
 
 def decode_step(model: S2SModel, tokens: torch.Tensor, pos: torch.Tensor, session: Session):
@@ -170,8 +173,9 @@ class StepRules:
 @torch.inference_mode()
 def generate(
     model: S2SModel,
-    prompt: torch.Tensor,
+    prompt: torch.Tensor | None,
     *,
+    features: torch.Tensor | None = None,
     max_frames: int | None = None,
     min_frames: int = 1,
     temperature: float = 1.0,
@@ -181,7 +185,8 @@ def generate(
     compile: bool = False,
     timings: dict | None = None,
 ) -> Iterator[torch.Tensor]:
-    """prompt codes [K, S] -> yields reply frames [K] (codes) as each frame completes.
+    """prompt codes [K, S] and/or front-end features [S', D] (as the model's config.frontend
+    says) -> yields reply frames [K] (codes) as each frame completes.
 
     The reply has between min_frames and max_frames frames; it ends where codebook 0 emits EOS.
     compile=True runs the decode step through torch.compile(mode="reduce-overhead") over a
@@ -195,7 +200,10 @@ def generate(
         raise ValueError(f"min_frames must be an int in [1, max_frames={max_frames}], got {min_frames!r}")
     if max_frames > cfg.max_reply_frames:
         raise ValueError(f"max_frames {max_frames} exceeds the model's max_reply_frames {cfg.max_reply_frames}")
-    check_prompt(prompt, cfg)
+    if cfg.uses_codes:
+        check_prompt(prompt, cfg)
+    if cfg.uses_features:
+        check_features(features, cfg)
     device = model.heads.device
     generator = None
     if seed is not None:
@@ -208,7 +216,8 @@ def generate(
     session = Session.allocate(model, batch=1, max_steps=max_frames + cfg.n_codebooks, static=compile)
     decode_fn = compiled_decode_step() if compile else decode_step
     t0 = time.perf_counter()
-    logits = prefill(model, prompt[None].to(device), session)[0]
+    logits = prefill(model, None if prompt is None or not cfg.uses_codes else prompt[None].to(device), session,
+                     None if features is None or not cfg.uses_features else features[None].to(device))[0]
     if timings is not None:
         timings["prefill"] = (time.perf_counter() - t0) * 1e3
     history = torch.empty(cfg.n_codebooks, session.max_steps, dtype=torch.long, device=device)
@@ -238,6 +247,17 @@ def check_prompt(prompt: torch.Tensor, cfg) -> None:
             f"prompt codes must be int64 in [0, {cfg.cardinality}), got {prompt.dtype} "
             f"in [{int(prompt.min())}, {int(prompt.max())}]"
         )
+
+
+def check_features(features: torch.Tensor | None, cfg) -> None:
+    if features is None:
+        raise ValueError(f"this model hears front-end {cfg.frontend!r}: pass its features [S, {cfg.feature_dim}]")
+    if features.dim() != 2 or features.shape[1] != cfg.feature_dim:
+        raise ValueError(f"features must be [S, D={cfg.feature_dim}], got shape {tuple(features.shape)}")
+    if features.shape[0] == 0:
+        raise ValueError("features are empty (0 frames)")
+    if not torch.isfinite(features).all():
+        raise ValueError("features contain NaN or inf")
 
 
 @functools.cache

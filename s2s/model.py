@@ -1,11 +1,15 @@
-"""The speech-to-speech transformer: a GPT over reply codes that cross-attends to prompt codes.
+"""The speech-to-speech transformer: a GPT over reply codes that cross-attends to the prompt.
 
 Input at each step is the sum of the K codebook embeddings of the previous step (delay pattern,
 see patterns.py) plus a sinusoidal position; decoder blocks are causal self-attention over the
-reply, cross-attention to the prompt (its codes, optionally encoded, minus their mean over
-time), and an MLP; K output heads give the next token of every codebook. Shapes: prompt
-[B, K, S], reply steps [B, K, T], logits [B, K, T, V] with V = cardinality + 3 (codes, then BOS,
-PAD, EOS).
+reply, cross-attention to the prompt memory, and an MLP; K output heads give the next token of
+every codebook. The prompt memory comes from what the config's front-end hears (s2s/frontend.py):
+- "codes": the prompt's codec codes, embedded like the reply's;
+- "whisper_tiny_en": a pretrained speech encoder's features, projected to d_model;
+- "whisper_tiny_en+codes": both, concatenated along time, each with its own type embedding;
+each with sinusoidal positions, then the prompt-encoder layers, minus the mean over time.
+Shapes: prompt codes [B, K, S], features [B, S', D_in], reply steps [B, K, T], logits
+[B, K, T, V] with V = cardinality + 3 (codes, then BOS, PAD, EOS).
 
     python -m s2s.model            # table of the presets: layers, width, heads, parameters
 """
@@ -23,6 +27,9 @@ from torch import nn
 from s2s import patterns
 
 
+MODEL_FRONTENDS = ("codes", "whisper_tiny_en", "whisper_tiny_en+codes")
+
+
 @dataclass
 class ModelConfig:
     n_codebooks: int = 4
@@ -34,6 +41,9 @@ class ModelConfig:
     n_encoder_layer: int = 0
     max_prompt_frames: int = 4500  # 60 s at 75 frames/s
     max_reply_frames: int = 1500  # 20 s at 75 frames/s
+    frontend: str = "codes"  # see MODEL_FRONTENDS
+    feature_dim: int = 0  # the front-end's feature width (0 for "codes")
+    max_feature_frames: int = 3000  # 60 s at 50 frames/s
     dropout: float = 0.0
     preset: str = "custom"
 
@@ -46,6 +56,19 @@ class ModelConfig:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.frontend not in MODEL_FRONTENDS:
+            raise ValueError(f"frontend must be one of {list(MODEL_FRONTENDS)}, got {self.frontend!r}")
+        if self.uses_features != (self.feature_dim > 0):
+            raise ValueError(f"feature_dim must be > 0 exactly when the front-end has features "
+                             f"(frontend {self.frontend!r}, feature_dim {self.feature_dim})")
+
+    @property
+    def uses_codes(self) -> bool:
+        return "codes" in self.frontend.split("+")
+
+    @property
+    def uses_features(self) -> bool:
+        return self.frontend != "codes"
 
     @property
     def vocab_size(self) -> int:
@@ -188,8 +211,13 @@ class S2SModel(nn.Module):
         self.embedding = nn.Embedding(k * v, d)
         self.register_buffer("codebook_offsets", torch.arange(k) * v, persistent=False)
         self.register_buffer(
-            "positions", sinusoids(max(cfg.max_prompt_frames, cfg.max_steps), d), persistent=False
+            "positions", sinusoids(max(cfg.max_prompt_frames, cfg.max_feature_frames, cfg.max_steps), d),
+            persistent=False,
         )
+        if cfg.uses_features:
+            self.feature_proj = nn.Linear(cfg.feature_dim, d)
+        if cfg.uses_features and cfg.uses_codes:
+            self.prompt_type = nn.Parameter(torch.zeros(2, d))  # [features, codes] type embeddings
         self.encoder = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.n_encoder_layer))
         self.prompt_norm = nn.LayerNorm(d)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layer))
@@ -212,33 +240,65 @@ class S2SModel(nn.Module):
         # sinusoidal positions it is added to (variance 0.5): at std 0.02 the positions drowned
         # the prompt's content and a 10m model learned to ignore what it was asked.
         nn.init.normal_(self.embedding.weight, mean=0.0, std=1.0 / math.sqrt(self.cfg.n_codebooks))
+        # Projected features get unit variance too (the front-end's features are layer-normed).
+        if self.cfg.uses_features:
+            nn.init.normal_(self.feature_proj.weight, mean=0.0, std=1.0 / math.sqrt(self.cfg.feature_dim))
+        if self.cfg.uses_features and self.cfg.uses_codes:
+            nn.init.normal_(self.prompt_type, mean=0.0, std=0.5)
 
     def embed(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """tokens [B, K, T], pos [T] -> [B, T, D]."""
         x = self.embedding(tokens + self.codebook_offsets[None, :, None]).sum(dim=1)
         return self.drop(x + self.positions[pos])
 
-    def encode_prompt(self, prompt: torch.Tensor, prompt_mask: torch.Tensor | None = None):
-        """prompt [B, K, S] codes (+ mask [B, S], True = real frame) -> memory [B, S, D]."""
-        s = prompt.shape[-1]
-        if s > self.cfg.max_prompt_frames:
-            raise ValueError(
-                f"prompt has {s} frames; this model takes at most {self.cfg.max_prompt_frames}"
-            )
-        x = self.embed(prompt, torch.arange(s, device=prompt.device))
-        key_mask = None if prompt_mask is None else prompt_mask[:, None, None, :]
+    def prompt_inputs(self, prompt, prompt_mask, features, features_mask):
+        """The encoder's input [B, S_total, D] and its mask [B, S_total] (or None): the embedded
+        codes and/or the projected features, each with positions (and a type when both)."""
+        cfg = self.cfg
+        parts = []
+        if cfg.uses_features:
+            if features is None:
+                raise ValueError(f"this model hears front-end {cfg.frontend!r}: pass its features [B, S, {cfg.feature_dim}]")
+            if features.dim() != 3 or features.shape[-1] != cfg.feature_dim:
+                raise ValueError(f"features must be [B, S, {cfg.feature_dim}], got {tuple(features.shape)}")
+            s = features.shape[1]
+            if s > cfg.max_feature_frames:
+                raise ValueError(f"prompt has {s} feature frames; this model takes at most {cfg.max_feature_frames}")
+            x = self.feature_proj(features.to(self.feature_proj.weight.dtype)) + self.positions[:s]
+            parts.append((x, features_mask, 0))
+        if cfg.uses_codes:
+            if prompt is None:
+                raise ValueError("this model hears the prompt's codec codes: pass them [B, K, S]")
+            s = prompt.shape[-1]
+            if s > cfg.max_prompt_frames:
+                raise ValueError(f"prompt has {s} frames; this model takes at most {cfg.max_prompt_frames}")
+            x = self.embedding(prompt + self.codebook_offsets[None, :, None]).sum(dim=1) + self.positions[:s]
+            parts.append((x, prompt_mask, 1))
+        if len(parts) == 1:
+            return self.drop(parts[0][0]), parts[0][1]
+        xs, masks = [], []
+        for x, mask, kind in parts:
+            xs.append(x + self.prompt_type[kind])
+            masks.append(torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask)
+        return self.drop(torch.cat(xs, dim=1)), torch.cat(masks, dim=1)
+
+    def encode_prompt(self, prompt=None, prompt_mask=None, features=None, features_mask=None):
+        """prompt codes [B, K, S] and/or features [B, S', D_in] (+ masks, True = real frame) ->
+        (memory [B, S_total, D], memory mask [B, S_total] or None)."""
+        x, mask = self.prompt_inputs(prompt, prompt_mask, features, features_mask)
+        key_mask = None if mask is None else mask[:, None, None, :]
         for block in self.encoder:
             x = block(x, key_mask)
         # Subtract the prompt's mean over its real frames (cepstral-mean-normalisation style):
         # what is the same in every frame says nothing about what was asked, and without this a
         # large constant grew in the memory, drowned the content, and the decoder stopped
         # listening (16 prompts were learnt in 80 steps with it, 62% of them after 200 without).
-        if prompt_mask is None:
+        if mask is None:
             mean = x.mean(dim=1, keepdim=True)
         else:
-            weights = prompt_mask[..., None].to(x.dtype)
+            weights = mask[..., None].to(x.dtype)
             mean = (x * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1)
-        return self.prompt_norm(x - mean)
+        return self.prompt_norm(x - mean), mask
 
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder layer, the cross-attention keys/values of the prompt (computed once)."""
@@ -259,13 +319,14 @@ class S2SModel(nn.Module):
             x = block(x, cross_kvs[i], cross_mask, cache=cache, pos=pos, self_mask=self_mask)
         return self.logits(x)
 
-    def forward(self, prompt, reply_in, prompt_mask=None) -> torch.Tensor:
-        """Teacher forcing: prompt [B, K, S], reply_in [B, K, T] -> logits [B, K, T, V]."""
+    def forward(self, prompt, reply_in, prompt_mask=None, features=None, features_mask=None) -> torch.Tensor:
+        """Teacher forcing: prompt codes [B, K, S] and/or features [B, S', D_in], reply_in
+        [B, K, T] -> logits [B, K, T, V]."""
         t = reply_in.shape[-1]
         if t > self.cfg.max_steps:
             raise ValueError(f"reply has {t} steps; this model takes at most {self.cfg.max_steps}")
-        memory = self.encode_prompt(prompt, prompt_mask)
-        cross_mask = None if prompt_mask is None else prompt_mask[:, None, None, :]
+        memory, mask = self.encode_prompt(prompt, prompt_mask, features, features_mask)
+        cross_mask = None if mask is None else mask[:, None, None, :]
         pos = torch.arange(t, device=reply_in.device)
         return self.decode(reply_in, pos, self.cross_kv(memory), cross_mask)
 

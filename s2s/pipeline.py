@@ -1,4 +1,4 @@
-"""One conversational turn: speech in -> codec codes -> model -> reply codes -> speech out.
+"""One conversational turn: speech in -> prompt front-end -> model -> reply codes -> speech out.
 
     pipe = s2s.load_pipeline("ckpts/run1")          # None = the bundled prototype
     reply = pipe.respond("question.wav", seed=0)     # audio, codes and per-stage timings
@@ -7,11 +7,16 @@
 
     python -m s2s.pipeline IN.wav --checkpoint DIR --out reply.wav   # prints the timings
 
-The codec always runs on the CPU; the model on CUDA when available (or as forced). Timings
-are milliseconds: load, encode, prefill, first_frame (prompt encoded -> first complete reply
-frame), generate (all model time), decode (all codec decode time), time_to_first_audio (prompt
-encoded -> first audio chunk ready), total; realtime_factor = reply seconds per second of
-generate + decode (> 1 is faster than real time).
+The codec always runs on the CPU; the model on CUDA when available (or as forced). What the
+model hears comes from the checkpoint's front-end (s2s/frontend.py): Whisper features are on
+the critical path; the codec encoding of the prompt is on it only for a model that hears codes,
+otherwise it runs after the last audio chunk (for the token grids; prompt_codes=False skips it).
+Timings are milliseconds: load, frontend (features), encode (prompt codes, when on the path),
+prefill, first_frame (prompt heard -> first complete reply frame), generate (all model time),
+decode (all codec decode time), time_to_first_audio (audio loaded -> first audio chunk ready:
+front-end + prefill + first frames + decode, what a person waits after speaking), total,
+prompt_codes (off the path); realtime_factor = reply seconds per second of generate + decode
+(> 1 is faster than real time).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from s2s import generate as gen
 from s2s.audio import load_audio, save_audio
 from s2s.checkpoint import check_codec, load_checkpoint, read_config
 from s2s.codec import Codec, load_codec
+from s2s.frontend import check_frontend, check_prompt_audio, model_frontend
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PROTOTYPE = ASSETS / "prototype"
@@ -41,9 +47,11 @@ FIRST_AUDIO_FRAMES = 3  # the first chunk: 40 ms of audio, out as soon as its fr
 class Reply:
     audio: np.ndarray  # [T] float32 at sample_rate
     sample_rate: int
-    prompt_codes: torch.Tensor  # [K, F_prompt]
+    prompt_codes: torch.Tensor | None  # [K, F_prompt] (None when not asked for)
     reply_codes: torch.Tensor  # [K, F_reply]
     timings: dict[str, float] = field(default_factory=dict)
+    prompt_features: torch.Tensor | None = None  # [S, D] what a features model heard
+    prompt_audio: np.ndarray | None = None  # [T] the prompt at sample_rate
 
     @property
     def seconds(self) -> float:
@@ -81,8 +89,15 @@ def codec_for(config: dict) -> Codec:
 
 
 class Pipeline:
-    def __init__(self, model, codec: Codec, config: dict, device: torch.device, checkpoint: str = ""):
+    def __init__(self, model, codec: Codec, config: dict, device: torch.device, checkpoint: str = "",
+                 frontend=None):
         check_codec(config, codec.describe(), where=f"checkpoint {checkpoint!r}")
+        if frontend is None:
+            frontend, _ = model_frontend(model.cfg.frontend, "cuda" if torch.device(device).type == "cuda" else "cpu")
+        desc = {"name": model.cfg.frontend, "params": frontend.describe()["params"]}
+        check_frontend(config if "frontend" in config else {**config, "frontend": desc}, desc,
+                       where=f"checkpoint {checkpoint!r}")
+        self.frontend, self.frontend_desc = frontend, desc
         if (codec.n_codebooks, codec.cardinality) != (model.cfg.n_codebooks, model.cfg.cardinality):
             raise ValueError(
                 f"codec {codec.name} gives {codec.n_codebooks} x {codec.cardinality} codes, the model "
@@ -96,26 +111,51 @@ class Pipeline:
         return {
             "checkpoint": self.checkpoint,
             "codec": self.codec.describe(),
+            "frontend": self.frontend_desc,
             "preset": self.model.cfg.preset,
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "device": str(self.device),
             "training": self.config.get("training", {}),
         }
 
-    def encode(self, source, max_seconds: float = 60.0) -> tuple[torch.Tensor, dict]:
-        """Audio source (path or (array, sr)) -> prompt codes [K, F] and {load, encode} ms."""
+    def load(self, source, max_seconds: float = 60.0) -> tuple[torch.Tensor, float]:
+        """Audio source (path or (array, sr)) -> validated mono prompt [T] at the codec's rate
+        (refused when silent, shorter than 0.2 s or longer than the model takes) and load ms."""
         t0 = time.perf_counter()
-        wav = load_audio(source, self.codec.sample_rate, max_seconds=max_seconds)
-        t1 = time.perf_counter()
+        sr = self.codec.sample_rate
+        wav = load_audio(source, sr, max_seconds=max_seconds)
+        check_prompt_audio(wav.numpy(), sr)
+        cfg = self.model.cfg
+        limits = []
+        if cfg.uses_codes:
+            limits.append(cfg.max_prompt_frames / self.codec.frame_rate)
+        if cfg.uses_features:
+            limits.append(cfg.max_feature_frames / self.frontend.frame_rate)
+        if len(wav) / sr > min(limits):
+            raise ValueError(f"prompt is {len(wav) / sr:.1f} s; this model takes at most {min(limits):.1f} s")
+        return wav, (time.perf_counter() - t0) * 1e3
+
+    def hear(self, wav: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, dict]:
+        """Prompt [T] at the codec's rate -> (codes [K, F] or None, features [S, D] or None, ms):
+        what the model needs, and nothing else, on the critical path."""
+        cfg, sr, timings = self.model.cfg, self.codec.sample_rate, {}
+        codes = features = None
+        if cfg.uses_features:
+            t = time.perf_counter()
+            features = self.frontend.features(wav, sr)
+            timings["frontend"] = (time.perf_counter() - t) * 1e3
+        if cfg.uses_codes:
+            t = time.perf_counter()
+            codes = self.codec.encode(wav, sr)
+            timings["encode"] = (time.perf_counter() - t) * 1e3
+        return codes, features, timings
+
+    def encode(self, source, max_seconds: float = 60.0) -> tuple[torch.Tensor, dict]:
+        """Audio source -> the prompt's codec codes [K, F] and {load, encode} ms (token grids)."""
+        wav, load_ms = self.load(source, max_seconds)
+        t = time.perf_counter()
         codes = self.codec.encode(wav, self.codec.sample_rate)
-        t2 = time.perf_counter()
-        frames = self.model.cfg.max_prompt_frames
-        if codes.shape[1] > frames:
-            raise ValueError(
-                f"prompt is {codes.shape[1] / self.codec.frame_rate:.1f} s; this model takes at most "
-                f"{frames / self.codec.frame_rate:.1f} s"
-            )
-        return codes, {"load": (t1 - t0) * 1e3, "encode": (t2 - t1) * 1e3}
+        return codes, {"load": load_ms, "encode": (time.perf_counter() - t) * 1e3}
 
     def stream(
         self,
@@ -128,10 +168,17 @@ class Pipeline:
         max_seconds: float | None = None,
         prompt_max_seconds: float = 60.0,
         compile: bool = False,
+        prompt_codes: bool = True,
     ) -> Iterator[Chunk]:
-        """Yield reply audio chunks (<= 200 ms) as frames complete; the last carries the Reply."""
+        """Yield reply audio chunks (<= 200 ms) as frames complete; the last carries the Reply.
+
+        prompt_codes: also encode the prompt with the codec (after the audio is out) for the
+        token grids, when the model did not need them."""
         start = time.perf_counter()
-        prompt, timings = self.encode(source, prompt_max_seconds)
+        wav, load_ms = self.load(source, prompt_max_seconds)
+        heard_from = time.perf_counter()
+        prompt, features, timings = self.hear(wav)
+        timings = {"load": load_ms, **timings}
         max_frames = self.reply_frames(max_seconds)
         hop, sr = self.codec.hop_length, self.codec.sample_rate
         max_chunk = int(CHUNK_MS / 1000 * sr)
@@ -161,7 +208,7 @@ class Pipeline:
                 yield Chunk(audio=audio[-1], sample_rate=sr, frames=len(frames))
 
         frame_iter = gen.generate(
-            self.model, prompt, max_frames=max_frames, temperature=temperature,
+            self.model, prompt, features=features, max_frames=max_frames, temperature=temperature,
             top_k=top_k, top_p=top_p, seed=seed, compile=compile, timings=timings,
         )
         t = time.perf_counter()
@@ -185,6 +232,9 @@ class Pipeline:
             yield from emit(decode(pending))
         yield from emit(decode(None))
         end = time.perf_counter()
+        if prompt is None and prompt_codes:
+            prompt = self.codec.encode(wav, self.codec.sample_rate)
+            timings["prompt_codes"] = (time.perf_counter() - end) * 1e3
 
         n_codebooks = self.model.cfg.n_codebooks
         reply_codes = torch.stack(frames, dim=1) if frames else torch.zeros(n_codebooks, 0, dtype=torch.long)
@@ -193,12 +243,12 @@ class Pipeline:
         timings.update(
             generate=model_s * 1e3,
             decode=decode_s * 1e3,
-            time_to_first_audio=((first_audio or end) - encoded) * 1e3,
+            time_to_first_audio=((first_audio or end) - heard_from) * 1e3,
             total=(end - start) * 1e3,
             realtime_factor=seconds / max(model_s + decode_s, 1e-9),
         )
         timings.setdefault("first_frame", timings["generate"])
-        reply = Reply(wave, sr, prompt, reply_codes, timings)
+        reply = Reply(wave, sr, prompt, reply_codes, timings, features, wav.numpy())
         yield Chunk(audio=np.zeros(0, np.float32), sample_rate=sr, frames=len(frames), reply=reply)
 
     def respond(self, source, **options) -> Reply:
@@ -243,8 +293,10 @@ def load_pipeline(
     device = pick_device(device)
     config = read_config(checkpoint)
     codec = codec or codec_for(config)
-    model, config = load_checkpoint(checkpoint, device=device, codec=codec.describe())
-    return Pipeline(model, codec, config, device, checkpoint=str(checkpoint))
+    name = config["model"].get("frontend", "codes")
+    frontend, desc = model_frontend(name, "cuda" if device.type == "cuda" else "cpu")
+    model, config = load_checkpoint(checkpoint, device=device, codec=codec.describe(), frontend=desc)
+    return Pipeline(model, codec, config, device, checkpoint=str(checkpoint), frontend=frontend)
 
 
 def format_timings(timings: dict[str, float]) -> str:

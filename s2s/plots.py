@@ -1,10 +1,12 @@
-"""Figures for the app and reports: a clip's spectrogram above its codec token grid, loss curves.
+"""Figures for the app and reports: a clip's spectrogram above its codec token grid, where the
+reply listened (cross-attention under the prompt's spectrogram), loss curves.
 
 Built with matplotlib's object API (Figure, no pyplot), so figures can be made from several
 threads at once and nothing is drawn on screen.
 
     fig = token_grid_figure(codes, 75.0, audio=wav, sample_rate=24000, title="reply")  # codes [K, F]
     fig.savefig("grid.png")
+    fig = attention_figure(maps, 50.0, 75.0, prompt_wav, 24000)   # maps [T_reply, S_prompt]
     fig = loss_figure({"train": (steps, losses)})
 
 In the token grid, row k is codebook k + 1 (codebook 1 is the coarsest), one cell per frame,
@@ -55,18 +57,7 @@ def token_grid_figure(
     gs = fig.add_gridspec(len(rows), 2, height_ratios=rows, width_ratios=[40, 1])
     ax_grid = fig.add_subplot(gs[-1, 0])
     if has_audio:
-        ax_spec = fig.add_subplot(gs[0, 0], sharex=ax_grid)
-        db = spectrogram_db(audio, sample_rate)
-        top = min(sample_rate / 2, SPEC_MAX_HZ)
-        db = db[: int(round(top / (sample_rate / 2) * (db.shape[0] - 1))) + 1]
-        im = ax_spec.imshow(db, origin="lower", aspect="auto", cmap=SPEC_CMAP, vmin=-80, vmax=0,
-                            extent=[0, np.size(audio) / sample_rate, 0, top / 1000], interpolation="nearest")
-        ax_spec.set_ylabel("kHz")
-        ax_spec.tick_params(labelbottom=False)
-        cb = fig.colorbar(im, cax=fig.add_subplot(gs[0, 1]))
-        cb.set_label("dB")
-        if title:
-            ax_spec.set_title(title, loc="left", fontsize=11, fontweight="bold")
+        spectrogram_axes(fig, gs, audio, sample_rate, title).sharex(ax_grid)
     elif title:
         ax_grid.set_title(title, loc="left", fontsize=11, fontweight="bold")
     if n_frames:
@@ -81,6 +72,44 @@ def token_grid_figure(
     ax_grid.set_ylim(n_cb - 0.5, -0.5)
     ax_grid.set_yticks(range(n_cb), [f"cb {k + 1}" for k in range(n_cb)])
     ax_grid.set_xlabel(f"time (s) - {n_frames} frames at {frame_rate:g} frames/s")
+    return fig
+
+
+def spectrogram_axes(fig: Figure, gs, audio: np.ndarray, sample_rate: int, title: str = ""):
+    """The clip's spectrogram (0-8 kHz, dB) in gs[0, 0] with its colour bar in gs[0, 1]."""
+    ax = fig.add_subplot(gs[0, 0])
+    db = spectrogram_db(audio, sample_rate)
+    top = min(sample_rate / 2, SPEC_MAX_HZ)
+    db = db[: int(round(top / (sample_rate / 2) * (db.shape[0] - 1))) + 1]
+    im = ax.imshow(db, origin="lower", aspect="auto", cmap=SPEC_CMAP, vmin=-80, vmax=0,
+                   extent=[0, np.size(audio) / sample_rate, 0, top / 1000], interpolation="nearest")
+    ax.set_ylabel("kHz")
+    ax.tick_params(labelbottom=False)
+    fig.colorbar(im, cax=fig.add_subplot(gs[0, 1])).set_label("dB")
+    if title:
+        ax.set_title(title, loc="left", fontsize=11, fontweight="bold")
+    return ax
+
+
+def attention_figure(maps, prompt_rate: float, reply_rate: float, audio: np.ndarray, sample_rate: int,
+                     title: str = "Where the reply listened") -> Figure:
+    """The prompt's spectrogram above the cross-attention map [T_reply, S_prompt] (averaged over
+    heads and layers), on the prompt's time axis: x = prompt time, y = reply time."""
+    maps = np.asarray(maps.cpu() if hasattr(maps, "cpu") else maps, dtype=np.float32)
+    if maps.ndim != 2:
+        raise ValueError(f"maps must be [T_reply, S_prompt], got shape {maps.shape}")
+    t_reply, s_prompt = maps.shape
+    fig = Figure(figsize=(7.2, 5.2), dpi=100, layout="constrained")
+    gs = fig.add_gridspec(2, 2, height_ratios=[2.0, 3.0], width_ratios=[40, 1])
+    ax_map = fig.add_subplot(gs[1, 0])
+    ax_spec = spectrogram_axes(fig, gs, audio, sample_rate, title)
+    ax_spec.sharex(ax_map)
+    im = ax_map.imshow(maps, origin="upper", aspect="auto", cmap="Blues", vmin=0, interpolation="nearest",
+                       extent=[0, s_prompt / prompt_rate, t_reply / reply_rate, 0])
+    fig.colorbar(im, cax=fig.add_subplot(gs[1, 1])).set_label("attention")
+    ax_map.set_xlim(0, max(np.size(audio) / sample_rate, s_prompt / prompt_rate))
+    ax_map.set_xlabel(f"prompt time (s) - {s_prompt} front-end frames at {prompt_rate:g}/s")
+    ax_map.set_ylabel("reply time (s)")
     return fig
 
 

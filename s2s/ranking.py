@@ -19,16 +19,17 @@ from s2s.dataset import Pair, collate
 
 
 @torch.no_grad()
-def answer_scores(model, prompt: torch.Tensor, answers: list[torch.Tensor], steps: int) -> torch.Tensor:
-    """prompt codes [K, S]; answers: codes [K, T_i] -> [len(answers)] mean log-likelihood per
-    token of each answer's first `steps` delay-pattern steps (a shorter answer's EOS counts; the
-    mean keeps answers of different lengths comparable)."""
+def answer_scores(model, pair: Pair, answers: list[torch.Tensor], steps: int) -> torch.Tensor:
+    """pair: its prompt codes [K, S] and/or features [S', D]; answers: codes [K, T_i] ->
+    [len(answers)] mean log-likelihood per token of each answer's first `steps` delay-pattern
+    steps (a shorter answer's EOS counts; the mean keeps answers of different lengths comparable)."""
     cfg = model.cfg
     device = model.embedding.weight.device
-    batch = collate([Pair("", prompt, a) for a in answers], cfg.cardinality)
+    batch = collate([Pair("", pair.prompt, a, features=pair.features) for a in answers], cfg.cardinality)
     reply_in, target = batch.reply_in[..., :steps].to(device), batch.target[..., :steps].to(device)
     length, pad = target.shape[-1], patterns.special_ids(cfg.cardinality)["pad"]
-    memory = model.encode_prompt(prompt[None].to(device))
+    one = collate([pair], cfg.cardinality).to(device)
+    memory, _ = model.encode_prompt(one.prompt, None, one.features, None)
     n = len(answers)
     cross = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in model.cross_kv(memory)]
     logits = model.decode(reply_in, torch.arange(length, device=device), cross).float()
@@ -38,7 +39,7 @@ def answer_scores(model, prompt: torch.Tensor, answers: list[torch.Tensor], step
 
 
 def answer_ranking_accuracy(model, pairs, answers: dict[str, torch.Tensor], steps: int = 48) -> float:
-    """pairs: objects with .prompt codes and .intent; answers: intent -> answer codes [K, T].
+    """pairs: Pairs (prompt codes and/or features, intent); answers: intent -> answer codes [K, T].
     The share of prompts whose own intent's answer the model scores highest."""
     if not pairs:
         raise ValueError("answer ranking needs at least one prompt")
@@ -49,7 +50,7 @@ def answer_ranking_accuracy(model, pairs, answers: dict[str, torch.Tensor], step
     was_training = model.training
     model.eval()
     try:
-        right = sum(intents[int(answer_scores(model, p.prompt, codes, steps).argmax())] == p.intent for p in pairs)
+        right = sum(intents[int(answer_scores(model, p, codes, steps).argmax())] == p.intent for p in pairs)
     finally:
         model.train(was_training)
     return right / len(pairs)

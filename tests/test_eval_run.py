@@ -100,8 +100,15 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
         "groups.csv", "latency.csv", "plots", "report.md", "run.json", "summary.csv", "utterances.csv"]
     assert not list(out.parent.glob(".r1.tmp-*"))
 
-    utts = read_csv(out / "utterances.csv")
+    all_utts = read_csv(out / "utterances.csv")
+    ceiling = [u for u in all_utts if u["checkpoint"] == "ceiling: encodec_24khz"]
+    utts = [u for u in all_utts if u not in ceiling]
     assert len(utts) == 2 * 2  # two good checkpoints x the first two utterances (--limit 2)
+    # the codec's ceiling: each reference answer through the codec alone, scored like a reply
+    assert [u["id"] for u in ceiling] == ["u1", "u2"]
+    for u in ceiling:
+        assert u["error"] == "" and float(u["mcd"]) > 0 and float(u["ref_words"]) == 6
+        assert abs(float(u["reply_seconds"]) - float(u["reference_seconds"])) < 0.05
     assert {(u["checkpoint"], u["id"]) for u in utts} == {
         (c, u) for c in ("a_first", "b_second") for u in ("u1", "u2")}
     for u in utts:
@@ -117,7 +124,8 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
     assert a != b
 
     summary = read_csv(out / "summary.csv")
-    assert [s["checkpoint"] for s in summary] == ["a_first", "b_second", "c_broken"]
+    assert [s["checkpoint"] for s in summary] == ["a_first", "b_second", "c_broken", "ceiling: encodec_24khz"]
+    assert summary[3]["status"] == "ok" and int(summary[3]["n"]) == 2
     assert [s["status"] for s in summary[:2]] == ["ok", "ok"]
     assert summary[2]["status"].startswith("error: CheckpointError") and "safetensors" in summary[2]["status"]
     assert summary[2]["n"] == ""  # skipped: no quality figures
@@ -132,7 +140,8 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
         assert float(s["decode_ms_per_frame"]) > 0 and float(s["peak_memory_mb"]) > 0
 
     groups = read_csv(out / "groups.csv")
-    accents = {(g["checkpoint"], g["group"]): int(g["n"]) for g in groups if g["group_by"] == "accent"}
+    accents = {(g["checkpoint"], g["group"]): int(g["n"]) for g in groups
+               if g["group_by"] == "accent" and not g["checkpoint"].startswith("ceiling")}
     assert accents == {("a_first", "scottish"): 1, ("a_first", "us"): 1,
                        ("b_second", "scottish"): 1, ("b_second", "us"): 1}
     assert {g["group"] for g in groups if g["group_by"] == "split"} == {"eval_voices", "eval_phrasings"}

@@ -15,7 +15,7 @@ def model():
     return S2SModel(CFG).eval()
 
 
-def generate_by_recomputation(model, prompt, max_frames):
+def generate_by_recomputation(model, prompt, max_frames, features=None):
     """The slow reference: rerun the whole model over [BOS, steps so far] at every step."""
     cfg = model.cfg
     rules = StepRules(cfg.n_codebooks, cfg.cardinality, max_frames)
@@ -24,7 +24,8 @@ def generate_by_recomputation(model, prompt, max_frames):
     step = 0
     while True:
         with torch.no_grad():
-            logits = model(prompt[None], steps[None])[0, :, -1]
+            logits = model(None if prompt is None else prompt[None], steps[None],
+                           features=None if features is None else features[None])[0, :, -1]
         tokens = rules.choose(logits, step, lambda x: x.argmax(-1))
         steps = torch.cat([steps, tokens[:, None]], dim=1)
         if rules.done(step):

@@ -64,7 +64,8 @@ def test_prompt_memory_is_the_encoding_minus_its_mean_over_real_frames():
     prompt = torch.randint(0, 16, (2, 4, 6))
     mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
     x = model.embed(prompt, torch.arange(6))  # no encoder layers: the encoding is the embedding
-    memory = model.encode_prompt(prompt, mask)
+    memory, memory_mask = model.encode_prompt(prompt, mask)
+    assert torch.equal(memory_mask, mask)
     assert torch.allclose(memory[0], model.prompt_norm(x[0] - x[0].mean(0)), atol=1e-5)
     assert torch.allclose(memory[1, :4], model.prompt_norm(x[1, :4] - x[1, :4].mean(0)), atol=1e-5)
     # A code that is the same in every frame (e.g. a speaker's constant pitch bin) adds nothing.
@@ -72,4 +73,4 @@ def test_prompt_memory_is_the_encoding_minus_its_mean_over_real_frames():
     steady[:, 2] = 5
     other = steady.clone()
     other[:, 2] = 9
-    assert torch.allclose(model.encode_prompt(steady), model.encode_prompt(other), atol=1e-5)
+    assert torch.allclose(model.encode_prompt(steady)[0], model.encode_prompt(other)[0], atol=1e-5)

@@ -10,7 +10,7 @@ import torch
 
 from s2s.checkpoint import load_checkpoint, save_checkpoint
 from s2s.model import ModelConfig, S2SModel
-from s2s.dataset import Pair, augment_prompt, collate, corrupt_reply_input
+from s2s.dataset import Pair, augment_features, augment_prompt, collate, corrupt_reply_input, crop_replies
 from s2s.ranking import answer_ranking_accuracy, answer_scores
 from s2s.train import Trainer, loss_fn, lr_at, parse_args
 
@@ -50,7 +50,8 @@ def test_loss_falls_and_checkpoint_records_the_run(spoken_manifest, tiny_encodec
 @pytest.mark.slow
 def test_resume_continues_at_the_same_step_with_the_same_optimiser(spoken_manifest, tiny_encodec, tmp_path):
     straight = tmp_path / "straight"
-    augment = ["--stretch", "0.15", "--mask-spans", "2", "--onset-weight", "4", "--reply-noise", "0.2"]  # replayed too
+    augment = ["--stretch", "0.15", "--mask-spans", "2", "--onset-weight", "4", "--reply-noise", "0.2",
+               "--crop-frames", "6", "--crop-until", "6"]  # replayed too, across the onset -> full phase change
     Trainer(tiny_args(spoken_manifest, straight, "--steps", "8", *augment), codec=tiny_encodec).run()
     split = tmp_path / "split"
     Trainer(tiny_args(spoken_manifest, split, "--steps", "8", "--stop-after", "5", *augment), codec=tiny_encodec).run()
@@ -66,14 +67,16 @@ def test_resume_continues_at_the_same_step_with_the_same_optimiser(spoken_manife
 
 @pytest.mark.slow
 def test_fine_tune_on_one_accent(spoken_manifest, tiny_encodec, tmp_path):
-    base = tmp_path / "base"
-    Trainer(tiny_args(spoken_manifest, base, "--steps", "3"), codec=tiny_encodec).run()
+    base = tmp_path / "base"  # hears both the Whisper features and the codes; the fine-tune keeps that
+    Trainer(tiny_args(spoken_manifest, base, "--steps", "3", "--frontend", "whisper_tiny_en+codes"),
+            codec=tiny_encodec).run()
     tuned = tmp_path / "tuned"
     trainer = Trainer(tiny_args(spoken_manifest, tuned, "--steps", "3", "--init", str(base),
                                 "--filter", "accent=en-us", "--lr", "1e-4"), codec=tiny_encodec)
     assert {r["accent"] for r in trainer.rows} == {"en-us"} and len(trainer.rows) == 2
     trainer.run()
-    _, config = load_checkpoint(tuned)
+    model, config = load_checkpoint(tuned)
+    assert model.cfg.frontend == "whisper_tiny_en+codes" == config["frontend"]["name"]
     assert config["training"]["init"] == str(base)
     assert config["training"]["filters"] == ["accent=en-us"]
     assert config["training"]["init_training"]["steps"] == 3
@@ -158,7 +161,7 @@ def test_answer_ranking_follows_the_prompt():
     assert answer_ranking_accuracy(model, pairs, {"greet": answers["bye"], "bye": answers["greet"]}, steps=1) == 0.0
     # A score is the teacher-forced log-likelihood per token of the answer's first steps.
     model.eval()
-    scores = answer_scores(model, pairs[0].prompt, [answers["greet"], answers["bye"]], steps=100)
+    scores = answer_scores(model, pairs[0], [answers["greet"], answers["bye"]], steps=100)
     assert torch.allclose(scores[0], -loss_fn(model, collate([pairs[0]], card), card), rtol=1e-4)
     with pytest.raises(ValueError, match="steps must be >= 1"):
         answer_ranking_accuracy(model, pairs, answers, steps=0)
@@ -226,3 +229,24 @@ def test_reply_noise_replaces_input_codes_only():
     assert changed.max() - changed.min() > 0.2  # each pair its own level
     assert noisy.reply_in.max() <= batch.reply_in.max()
     assert torch.equal(corrupt_reply_input(batch, 16, 0.0, torch.Generator()).reply_in, batch.reply_in)
+
+
+def test_onset_crop_keeps_the_first_steps_and_teaches_no_end():
+    reply = torch.randint(0, 16, (4, 10))
+    full = collate([Pair("a", None, reply, features=torch.randn(5, 3))], 16)
+    cropped = collate(crop_replies([Pair("a", None, reply, features=torch.randn(5, 3))], 4), 16, max_steps=4)
+    assert torch.equal(cropped.target, full.target[..., :4])
+    assert torch.equal(cropped.reply_in, full.reply_in[..., :4])
+    eos = 16 + 2
+    assert not (cropped.target == eos).any()
+
+
+def test_feature_augmentation_stretches_and_zeroes_spans():
+    feats = torch.randn(50, 8) + 3.0
+    same = augment_features(feats, 0.0, 0, torch.Generator().manual_seed(0))
+    assert torch.equal(same, feats)
+    lengths = {augment_features(feats, 0.2, 0, torch.Generator().manual_seed(s)).shape[0] for s in range(20)}
+    assert min(lengths) >= 41 and max(lengths) <= 63 and len(lengths) > 3
+    masked = augment_features(feats, 0.0, 3, torch.Generator().manual_seed(1), span_frames=5)
+    zero_rows = (masked == 0).all(dim=1)
+    assert 1 <= int(zero_rows.sum()) <= 15 and torch.equal(masked[~zero_rows], feats[~zero_rows])
