@@ -33,9 +33,11 @@ from s2s.pipeline import Pipeline, load_pipeline, pick_device
 
 SCAN_DEPTH = 3  # how deep under a root to look for checkpoint folders
 CODEC_NAMES = {"encodec_24khz": "EnCodec 24 kHz", "world_vq": "WORLD-VQ"}
-TIMING_ROWS = (("load", "read + resample"), ("encode", "encode (codec)"), ("prefill", "prefill"),
-               ("first_frame", "first reply frame"), ("time_to_first_audio", "time to first audio"),
-               ("generate", "generate (all frames)"), ("decode", "decode (all audio)"), ("total", "total"))
+TIMING_ROWS = (("load", "read + resample"), ("frontend", "front-end (features)"), ("encode", "encode (codec)"),
+               ("prefill", "prefill"), ("first_frame", "first reply frame"),
+               ("time_to_first_audio", "time to first audio"),
+               ("generate", "generate (all frames)"), ("decode", "decode (all audio)"),
+               ("prompt_codes", "prompt codes (after the reply, for the grid)"), ("total", "total"))
 
 
 class FolderGuard:

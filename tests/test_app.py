@@ -88,10 +88,11 @@ def test_talk_streams_audio_then_grids_and_timings(wb, speech):
     chunks, final = outs[:-1], outs[-1]
     assert len(chunks) >= 2 and all(isinstance(c[0], bytes) and c[0][:4] == b"RIFF" for c in chunks)
     assert all(isinstance(x, type(gr.skip())) for c in chunks for x in c[1:])  # only audio while streaming
-    _, prompt_fig, reply_fig, timings, transcript = final
-    assert isinstance(prompt_fig, Figure) and isinstance(reply_fig, Figure)
+    _, prompt_fig, reply_fig, timings, transcript, attention_fig = final
+    assert isinstance(prompt_fig, Figure) and isinstance(reply_fig, Figure) and isinstance(attention_fig, Figure)
     rows = dict(timings)
-    for stage in ("encode (codec)", "prefill", "time to first audio", "total", "real-time factor"):
+    for stage in ("encode (codec)", "prefill", "time to first audio", "total",
+                  "real-time factor"):
         assert stage in rows
     reply_s = float(rows["reply length"].split()[0])
     streamed = np.concatenate([samples(c[0]) for c in chunks])
@@ -227,7 +228,7 @@ def test_evaluate_tab_runs_eval_and_refuses_outside_folders(root, loader, codec,
                        evaluate=functools.partial(evaluate, codec=codec, data=spoken_manifest, workers=0),
                        reports=root / "reports")
     summary, latency, plots, report = wb.run_eval(str(root / "ckpts"), [], 1, False, progress=lambda *a, **k: None)
-    assert list(summary["checkpoint"]) == ["tiny"] and list(summary["status"]) == ["ok"]
+    assert list(summary["checkpoint"]) == ["tiny", "ceiling: world_vq"] and list(summary["status"]) == ["ok", "ok"]
     assert int(summary["n"][0]) == 1 and latency.empty and plots
     assert "Report written to" in report and (root / "reports").is_dir()
     with pytest.raises(gr.Error, match="outside the folders"):

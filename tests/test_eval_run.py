@@ -101,7 +101,7 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
     assert not list(out.parent.glob(".r1.tmp-*"))
 
     all_utts = read_csv(out / "utterances.csv")
-    ceiling = [u for u in all_utts if u["checkpoint"] == "ceiling: encodec_24khz"]
+    ceiling = [u for u in all_utts if u["checkpoint"] == f"ceiling: {codec.name}"]
     utts = [u for u in all_utts if u not in ceiling]
     assert len(utts) == 2 * 2  # two good checkpoints x the first two utterances (--limit 2)
     # the codec's ceiling: each reference answer through the codec alone, scored like a reply
@@ -124,7 +124,7 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
     assert a != b
 
     summary = read_csv(out / "summary.csv")
-    assert [s["checkpoint"] for s in summary] == ["a_first", "b_second", "c_broken", "ceiling: encodec_24khz"]
+    assert [s["checkpoint"] for s in summary] == ["a_first", "b_second", "c_broken", f"ceiling: {codec.name}"]
     assert summary[3]["status"] == "ok" and int(summary[3]["n"]) == 2
     assert [s["status"] for s in summary[:2]] == ["ok", "ok"]
     assert summary[2]["status"].startswith("error: CheckpointError") and "safetensors" in summary[2]["status"]
@@ -180,7 +180,7 @@ def test_limit_no_latency_and_rerun_replaces_report(codec, manifest, checkpoints
     (out).mkdir()
     (out / "report.md").write_text("old report")
     result = run.evaluate(checkpoints / "a_first", data=manifest, out=out, presets=[], latency=False,
-                          codec=codec, limit=1, workers=0, progress=False)
+                          codec=codec, limit=1, workers=0, progress=False, ceiling=False)
     assert [u["id"] for u in result["utterances"]] == ["u1"]
     assert result["latency"] == []
     assert read_csv(out / "latency.csv") == []
