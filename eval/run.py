@@ -6,7 +6,7 @@
         --asr faster-whisper --presets 10m 50m --latency-frames 75
 
 --checkpoints is a checkpoint directory (config.json + model.safetensors) or a folder whose
-subfolders are. The eval set is a manifest in the corpus format (s2s/corpus.py): JSONL rows
+subfolders are. The eval set is a manifest in the corpus format (s2s/manifest.py): JSONL rows
 with id, prompt_audio, response_audio, response_text (required), prompt_text, intent, voice,
 accent, split (optional); audio paths relative to the manifest's folder. Default: the bundled
 assets/eval/manifest.jsonl.
@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.metrics import F0_PARAMS, MCD_PARAMS, log_f0_rmse, mcd, wer
+from s2s.manifest import ManifestError, audio_path, read_manifest
 
 # Worker processes (spawn) re-import this module: torch, the pipeline and matplotlib are
 # imported inside the functions that need them, so the metric workers stay light.
@@ -51,7 +52,6 @@ from eval.metrics import F0_PARAMS, MCD_PARAMS, log_f0_rmse, mcd, wer
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT / "assets" / "eval" / "manifest.jsonl"
 PRESET_NAMES = ("10m", "50m", "100m", "300m")
-REQUIRED = ("id", "prompt_audio", "response_audio", "response_text")
 REFERENCE_RATE = 24000  # reference answers are loaded at this rate (every codec's rate)
 REPLY_RATIO, REPLY_MARGIN_S = 1.5, 0.5  # default reply limit: 1.5 x the reference answer + 0.5 s
 ANSWER_RULE = ("correct when the reply transcript's WER against the utterance's own answer is the "
@@ -81,42 +81,21 @@ def find_checkpoints(root: str | Path) -> list[Path]:
     return found
 
 
-def read_manifest(path: str | Path) -> list[dict]:
-    """A corpus-format JSONL manifest -> rows, with audio paths made absolute (Path)."""
+def read_eval_set(path: str | Path) -> list[dict]:
+    """A corpus-format manifest (s2s/manifest.py) -> rows, with audio paths made absolute (Path);
+    a bad or empty manifest raises EvalError. Audio is checked when it is read (load_clips)."""
     path = Path(path)
-    if not path.is_file():
-        hint = " (the bundled eval set is built by python -m s2s.corpus --bundle-eval assets/eval)" \
-            if path == DEFAULT_MANIFEST else ""
-        raise EvalError(f"manifest {str(path)!r} does not exist{hint}")
-    rows, seen = [], set()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise EvalError(f"cannot read manifest {str(path)!r}: {e}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise EvalError(f"{path}:{n}: not valid JSON ({e})") from None
-        if not isinstance(row, dict):
-            raise EvalError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-        missing = [k for k in REQUIRED if k not in row]
-        if missing:
-            raise EvalError(f"{path}:{n}: missing fields {missing} (required: {list(REQUIRED)})")
-        if row["id"] in seen:
-            raise EvalError(f"{path}:{n}: duplicate id {row['id']!r}")
-        seen.add(row["id"])
-        row = dict(row)
-        for key in ("prompt_audio", "response_audio"):
-            row[key] = (path.parent / row[key]).resolve()
-        row.setdefault("intent", row["response_text"])
-        for key in ("voice", "accent", "split", "prompt_text"):
-            row.setdefault(key, "")
-        rows.append(row)
+        rows = read_manifest(path, check_audio=False)
+    except ManifestError as e:
+        hint = " (the bundled eval set is built by python -m s2s.corpus --bundle-eval assets/eval)" \
+            if path == DEFAULT_MANIFEST and not path.is_file() else ""
+        raise EvalError(f"{e}{hint}") from None
     if not rows:
         raise EvalError(f"manifest {str(path)!r} has no rows")
+    for row in rows:
+        for key in ("prompt_audio", "response_audio"):
+            row[key] = audio_path(path, row[key]).resolve()
     return rows
 
 
@@ -343,7 +322,7 @@ def evaluate(
         raise EvalError(str(e)) from None
     paths = find_checkpoints(checkpoints)
     manifest = Path(data) if data is not None else DEFAULT_MANIFEST
-    all_rows = read_manifest(manifest)
+    all_rows = read_eval_set(manifest)
     rows = all_rows[:limit] if limit else all_rows
     answers = dict(sorted({r["intent"]: r["response_text"] for r in all_rows}.items()))
     out = Path(out) if out is not None else Path("reports") / time.strftime("eval-%Y%m%d-%H%M%S")

@@ -21,8 +21,8 @@ Splits (decided by plan_corpus, a pure function of the intents, sizes and seed):
   awb, kal16, kal, at several speeds and pitch shifts), train phrasings.
 
 Output (under --out): prompts/<id>.wav and answers/<intent>.wav (24 kHz mono 16-bit), then
-manifest.jsonl, one pair a line: id, prompt_audio, prompt_text, response_audio,
-response_text, intent, voice, accent, split (+ engine, augment, prompt_seconds,
+manifest.jsonl (the format of s2s/manifest.py), one pair a line: id, prompt_audio, prompt_text,
+response_audio, response_text, intent, voice, accent, split (+ engine, augment, prompt_seconds,
 response_seconds); paths relative to the manifest's folder. The same seed gives the same
 manifest and the same audio. Every wav is written atomically, so a rerun skips what exists.
 
@@ -50,6 +50,7 @@ import numpy as np
 import soundfile as sf
 
 from s2s.audio import normalise_loudness, resample, save_audio
+from s2s.manifest import read_manifest, write_manifest
 
 SAMPLE_RATE = 24000
 MIN_PHRASINGS = 12
@@ -497,30 +498,6 @@ def _write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-def write_manifest(path: Path, rows: list[dict]) -> None:
-    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """manifest.jsonl -> rows, with the required fields checked and the audio files present."""
-    path = Path(path)
-    required = ("id", "prompt_audio", "prompt_text", "response_audio", "response_text",
-                "intent", "voice", "accent", "split")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        row = json.loads(line)
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise ValueError(f"{path}:{n}: missing fields {missing}")
-        if row["split"] not in SPLITS:
-            raise ValueError(f"{path}:{n}: split {row['split']!r} is not one of {SPLITS}")
-        for k in ("prompt_audio", "response_audio"):
-            if not (path.parent / row[k]).is_file():
-                raise ValueError(f"{path}:{n}: {k} {row[k]!r} does not exist")
-        rows.append(row)
-    return rows
 
 
 # ----------------------------------------------------------------------------- eval bundle

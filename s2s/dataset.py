@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from s2s import patterns
 from s2s.audio import load_audio
+from s2s.manifest import audio_path
 
 
 @dataclass
@@ -126,7 +127,7 @@ def tokenise(manifest: str | os.PathLike, rows: list[dict], codec, workers: int 
     wanted = sorted({r[k] for r in rows for k in keys})
     todo = [p for p in wanted if p not in cache]
     if todo:
-        files = [str(manifest.parent / p) for p in todo]
+        files = [str(audio_path(manifest, p)) for p in todo]
         bar = tqdm(total=len(todo), desc=f"tokenising with {codec.name}", unit="file")
         if workers > 1 and len(todo) > 8:
             with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(codec.describe(),)) as pool:
@@ -159,7 +160,7 @@ def featurise(manifest: str | os.PathLike, rows: list[dict], frontend) -> dict[s
         sr = 16000
         for rel in tqdm(todo, desc=f"features of {frontend.name}", unit="prompt"):
             try:
-                feats = frontend.features(load_audio(str(manifest.parent / rel), sr), sr)
+                feats = frontend.features(load_audio(str(audio_path(manifest, rel)), sr), sr)
             except ValueError as e:
                 raise ValueError(f"{manifest}: prompt {rel!r}: {e}") from None
             cache[rel] = feats.to(torch.float16)

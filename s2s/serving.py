@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import threading
@@ -29,7 +30,10 @@ import numpy as np
 
 from s2s.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_config
 from s2s.codec import Codec, CodecUnavailable, load_codec
+from s2s.manifest import ManifestError, audio_path, read_manifest
 from s2s.pipeline import Pipeline, load_pipeline, pick_device
+
+log = logging.getLogger(__name__)
 
 SCAN_DEPTH = 3  # how deep under a root to look for checkpoint folders
 CODEC_NAMES = {"encodec_24khz": "EnCodec 24 kHz", "world_vq": "WORLD-VQ"}
@@ -201,24 +205,22 @@ class ModelCache:
 def example_prompts(eval_dir: str | Path, n: int = 4) -> list[tuple[Path, str]]:
     """A few (prompt clip, label) pairs from the bundled eval set: one per intent from its
     manifest.jsonl (labelled with the prompt's text), else *prompt* audio files; [] when the
-    folder is missing. Clips outside the folder are skipped."""
+    folder is missing or its manifest is bad. Clips outside the folder are skipped."""
     eval_dir = Path(eval_dir).resolve()
     manifest = eval_dir / "manifest.jsonl"
     picked: list[tuple[Path, str]] = []
     if manifest.is_file():
+        try:
+            rows = read_manifest(manifest, check_audio=False)
+        except ManifestError as e:
+            log.warning("no example prompts: %s", e)
+            return []
         seen = set()
-        for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(r, dict) or not r.get("prompt_audio"):
-                continue
-            path = (eval_dir / str(r["prompt_audio"])).resolve()
-            intent = r.get("intent", str(path))
-            if intent not in seen and path.is_file() and path.is_relative_to(eval_dir):
-                seen.add(intent)
-                picked.append((path, str(r.get("prompt_text") or path.stem)))
+        for r in rows:
+            path = audio_path(manifest, r["prompt_audio"]).resolve()
+            if r["intent"] not in seen and path.is_file() and path.is_relative_to(eval_dir):
+                seen.add(r["intent"])
+                picked.append((path, str(r["prompt_text"] or path.stem)))
             if len(picked) >= n:
                 break
     elif eval_dir.is_dir():

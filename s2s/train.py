@@ -32,11 +32,11 @@ from tqdm import tqdm
 from s2s import patterns
 from s2s.checkpoint import check_codec, load_checkpoint, load_extra, read_config, save_checkpoint
 from s2s.codec import CodecUnavailable, load_codec
-from s2s.corpus import read_manifest
 from s2s.dataset import (Batch, Pair, augment_features, augment_prompt, collate, corrupt_reply_input, crop_replies,
                          epoch_batches, featurise, make_pairs, select_rows, tokenise)
 from s2s.frontend import FrontendError, check_frontend, model_frontend
 from s2s.generate import autocast
+from s2s.manifest import audio_path, read_manifest
 from s2s.model import MODEL_FRONTENDS, PRESETS, S2SModel, preset_config
 from s2s.pipeline import Pipeline
 from s2s.ranking import answer_ranking_accuracy
@@ -203,8 +203,6 @@ class Trainer:
     def load_rows(self) -> tuple[list[dict], list[dict]]:
         """Manifest rows for training and validation; every data error is raised here, before training."""
         data = Path(self.args.data)
-        if not data.is_file():
-            raise ValueError(f"manifest {str(data)!r} does not exist")
         rows = select_rows(read_manifest(data), self.args.filter)
         train = [r for r in rows if r["split"] == "train"]
         if not train:
@@ -343,16 +341,17 @@ class Trainer:
         from eval.run import closest_answer
 
         data = Path(self.args.check_data or self.args.data)
-        rows = [r for r in read_manifest(data) if r["split"] != "train"][: self.args.check_n]
+        all_rows = read_manifest(data)
+        rows = [r for r in all_rows if r["split"] != "train"][: self.args.check_n]
         if not rows:
             return {}
         self.asr = self.asr or load_asr()
-        answers = {r["intent"]: r["response_text"] for r in read_manifest(data)}
+        answers = {r["intent"]: r["response_text"] for r in all_rows}
         self.model.eval()
         pipe = Pipeline(self.model, self.codec, {"codec": self.codec.describe()}, self.device)
         hyps = []
         for r in rows:
-            reply = pipe.respond(str(data.parent / r["prompt_audio"]), seed=0)
+            reply = pipe.respond(str(audio_path(data, r["prompt_audio"])), seed=0)
             hyps.append(self.asr.transcribe(reply.audio, reply.sample_rate) if len(reply.audio) else "")
         self.model.train()
         refs = [r["response_text"] for r in rows]

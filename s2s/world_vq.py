@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from s2s.codec import Codec, CodecUnavailable, StreamDecoder
+from s2s.manifest import audio_path, read_manifest
 
 with warnings.catch_warnings():  # pyworld/pysptk import pkg_resources (deprecated)
     warnings.simplefilter("ignore")
@@ -505,12 +506,11 @@ def _augment(x: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
 
 def training_files(manifest: Path, split: str = "train") -> list[Path]:
     """Prompt and (unique) response audio of the manifest's rows in split."""
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("split") == split]
+    rows = [r for r in read_manifest(manifest, check_audio=False) if r["split"] == split]
     if not rows:
         raise ValueError(f"{manifest} has no rows with split={split!r}")
-    files = [manifest.parent / r["prompt_audio"] for r in rows]
-    files += sorted({manifest.parent / r["response_audio"] for r in rows if r.get("response_audio")})
+    files = [audio_path(manifest, r["prompt_audio"]) for r in rows]
+    files += sorted({audio_path(manifest, r["response_audio"]) for r in rows})
     return files
 
 
@@ -576,8 +576,8 @@ def cmd_train(args) -> None:
 
 
 def _eval_rows(manifest: Path, splits: list[str]) -> list[tuple[Path, str]]:
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    rows = [(manifest.parent / r["prompt_audio"], r["prompt_text"]) for r in rows if r.get("split") in splits]
+    rows = [(audio_path(manifest, r["prompt_audio"]), r["prompt_text"])
+            for r in read_manifest(manifest, check_audio=False) if r["split"] in splits]
     if not rows:
         raise ValueError(f"{manifest} has no rows with split in {splits}")
     return rows

@@ -11,6 +11,7 @@ import soundfile as sf
 
 from s2s import corpus
 from s2s.corpus import IntentsError, Voice, load_intents, parse_intents, plan_corpus
+from s2s.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT / "assets" / "eval"
@@ -188,7 +189,7 @@ def tiny_intents(tmp_path):
 def test_tiny_build_writes_24k_mono_wavs_and_a_valid_manifest(tmp_path, tiny_intents):
     stats = _tiny_build(tmp_path / "a", tiny_intents)
     assert stats == {"synthesised": 2 + 6, "skipped": 0}  # 2 answers + 3 train + 1 + 1 + 1 eval
-    rows = corpus.read_manifest(tmp_path / "a" / "manifest.jsonl")
+    rows = read_manifest(tmp_path / "a" / "manifest.jsonl")
     assert [r["split"] for r in rows] == ["train"] * 3 + ["eval_voices", "eval_phrasings", "eval_family"]
     for r in rows:
         for key in ("prompt_audio", "response_audio"):
@@ -221,7 +222,7 @@ def test_resume_redoes_only_missing_items_and_refuses_other_settings(tmp_path, t
     assert stats == {"synthesised": 1, "skipped": 7}
     assert gone.read_bytes() == data
     assert all(os.stat(p).st_mtime_ns == t for p, t in before.items() if p != gone)
-    assert len(corpus.read_manifest(out / "manifest.jsonl")) == 6
+    assert len(read_manifest(out / "manifest.jsonl")) == 6
     with pytest.raises(ValueError, match=r"built with other settings \(plan_sha256, seed\)"):
         corpus.build_corpus(out, pairs=3, seed=6, intents_path=tiny_intents, assistant=Voice("espeak", "en-us"),
                             progress=False, piper_share=0.0, eval_voices_pairs=1, eval_phrasings_pairs=1,
@@ -254,7 +255,7 @@ def test_piper_prompts_are_reproducible_after_a_resume(tmp_path, tiny_intents):
               progress=False, piper_share=1.0, eval_voices_pairs=0, eval_phrasings_pairs=0, eval_family_pairs=0,
               augment_share=0.0)
     corpus.build_corpus(out, **kw)
-    rows = corpus.read_manifest(out / "manifest.jsonl")
+    rows = read_manifest(out / "manifest.jsonl")
     assert [r["engine"] for r in rows] == ["piper"] * 3 and all(r["voice"].startswith("piper:joe:") for r in rows)
     third = out / rows[2]["prompt_audio"]
     data = third.read_bytes()
@@ -266,7 +267,7 @@ def test_piper_prompts_are_reproducible_after_a_resume(tmp_path, tiny_intents):
 # ----------------------------------------------------------------------------- bundled eval set
 
 def test_bundled_eval_set_is_valid_and_held_out():
-    rows = corpus.read_manifest(EVAL_DIR / "manifest.jsonl")
+    rows = read_manifest(EVAL_DIR / "manifest.jsonl")
     splits = [r["split"] for r in rows]
     assert len(rows) >= 90 and splits.count("eval_voices") >= 30 and splits.count("eval_phrasings") >= 20
     assert splits.count("eval_family") >= 25

@@ -208,10 +208,10 @@ def test_bad_manifest_rows(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"id": "x", "prompt_audio": "p.wav"}\n')
     with pytest.raises(run.EvalError, match=r"m.jsonl:1: missing fields \['response_audio', 'response_text'\]"):
-        run.read_manifest(path)
+        run.read_eval_set(path)
     path.write_text("not json\n")
     with pytest.raises(run.EvalError, match="m.jsonl:1: not valid JSON"):
-        run.read_manifest(path)
+        run.read_eval_set(path)
 
 
 def test_unreadable_audio_is_a_clear_error(codec, manifest, checkpoints, tmp_path):

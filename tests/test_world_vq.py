@@ -222,8 +222,10 @@ def test_train_command_writes_loadable_tables(tmp_path, arctic):
     rows = []
     for i, sr in enumerate((24000, 22000)):  # the clip and a formant/pitch-shifted copy
         sf.write(tmp_path / "p" / f"{i}.wav", arctic, sr)
-        rows.append({"prompt_audio": f"p/{i}.wav", "response_audio": f"p/{i}.wav", "split": "train"})
-    rows.append({"prompt_audio": "missing.wav", "split": "eval_voices"})  # other splits are not read
+        rows.append({"id": str(i), "prompt_audio": f"p/{i}.wav", "response_audio": f"p/{i}.wav",
+                     "response_text": "a clip", "split": "train"})
+    rows.append({"id": "e", "prompt_audio": "missing.wav", "response_audio": "missing.wav", "response_text": "",
+                 "split": "eval_voices"})  # other splits are not read
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "tables.npz"
     wvq.main(["train", "--data", str(tmp_path / "manifest.jsonl"), "--out", str(out), "--iters", "1"])
