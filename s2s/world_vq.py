@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2s.codec import Codec, CodecUnavailable, StreamDecoder
+from s2s.codec_base import Codec, CodecUnavailable, StreamDecoder
 from s2s.manifest import audio_path, read_manifest
 
 with warnings.catch_warnings():  # pyworld/pysptk import pkg_resources (deprecated)

@@ -14,7 +14,7 @@ def tiny_encodec():
     """A real (small) EnCodec whose codebooks are random, so codes are non-trivial offline."""
     from transformers import EncodecConfig, EncodecModel
 
-    from s2s.codec import EncodecCodec
+    from s2s.encodec_24khz import EncodecCodec
 
     torch.manual_seed(0)
     model = EncodecModel(EncodecConfig(hidden_size=32, num_filters=8, num_lstm_layers=1))

@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 
 import app
 from s2s.checkpoint import save_checkpoint
-from s2s.codec import CodecUnavailable, EncodecCodec, load_codec
+from s2s.codec import CodecUnavailable, load_codec
+from s2s.encodec_24khz import EncodecCodec
 from s2s.model import ModelConfig, S2SModel
 
 SETTINGS = (0.7, 50, 1.0, 0, 0.3)  # temperature, top-k, top-p, seed, longest reply (s)

@@ -1,5 +1,6 @@
-"""Tests for s2s/codec.py: EnCodec backend shapes/ranges/bandwidths, streaming decode vs
-one-shot decode, weight resolution (explicit path, HF cache, offline error), load_codec errors.
+"""Tests for the codecs (s2s/codec.py, codec_base.py, encodec_24khz.py): EnCodec backend
+shapes/ranges/bandwidths, streaming decode vs one-shot decode, weight resolution (explicit
+path, HF cache, offline error), load_codec errors.
 
 The EnCodec model here has the real 24 kHz architecture (strides, kernels, causal convs,
 2-layer LSTM) but narrow layers and random weights; its codebooks are filled with random
@@ -14,16 +15,9 @@ import pytest
 import torch
 from transformers import EncodecConfig, EncodecModel
 
-from s2s.codec import (
-    ENCODEC_REPO,
-    CodecUnavailable,
-    EncodecCodec,
-    StreamDecoder,
-    available_codecs,
-    default_codec,
-    load_codec,
-    resolve_encodec,
-)
+from s2s.codec import CodecUnavailable, available_codecs, default_codec, load_codec
+from s2s.codec_base import StreamDecoder
+from s2s.encodec_24khz import ENCODEC_REPO, EncodecCodec, resolve_encodec
 
 SR = 24000
 

@@ -16,7 +16,8 @@ from transformers import EncodecConfig, EncodecModel
 from eval import run
 from eval.report import aggregate, atomic_dir, group_rows, markdown_table
 from s2s.checkpoint import save_checkpoint
-from s2s.codec import CodecUnavailable, EncodecCodec, load_codec
+from s2s.codec import CodecUnavailable, load_codec
+from s2s.encodec_24khz import EncodecCodec
 from s2s.model import ModelConfig, S2SModel
 
 # (id, prompt, intent, answer, espeak voice, accent, split)

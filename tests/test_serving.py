@@ -12,7 +12,8 @@ import soundfile as sf
 import torch
 
 from s2s.checkpoint import save_checkpoint
-from s2s.codec import CodecUnavailable, EncodecCodec, load_codec
+from s2s.codec import CodecUnavailable, load_codec
+from s2s.encodec_24khz import EncodecCodec
 from s2s.model import ModelConfig, S2SModel
 from s2s.pipeline import load_pipeline
 from s2s.serving import (FolderGuard, ModelCache, example_prompts, loss_curves, readable, timing_table,
