@@ -19,9 +19,8 @@ Definitions (defaults; see MCD_PARAMS / F0_PARAMS):
 - log-F0 RMSE as in ESPnet's evaluate_f0: the same WORLD analysis, fastdtw on the full
   mel-cepstra (no silence dropping), frames voiced in both signals, RMSE of ln F0; also in
   cents (x 1200/ln 2); vuv_error is the fraction of aligned frames whose voicing disagrees.
-- WER: hypotheses and references normalised by Whisper's EnglishTextNormalizer (loaded from
-  the openai-whisper package's files without importing whisper itself, so no torch/triton);
-  corpus WER = sum(S + D + I) / sum(N) is the headline, the mean per-utterance WER beside it.
+- WER: Whisper-normalised word error rate, defined in s2s/wer.py (training's spoken check
+  scores with it too) and re-exported here with WerResult and normalise_text.
 
 The WORLD analysis (harvest is the slow part, ~1.3 s per 3 s clip) is memoised by content,
 so mcd() and log_f0_rmse() on the same pair analyse each signal once, and a reference reused
@@ -33,17 +32,18 @@ Run the checks: python -m pytest -q tests/test_metrics.py
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import math
-import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from s2s.wer import WerResult, normalise_text, wer
+
+__all__ = ["F0_PARAMS", "MCD_PARAMS", "F0Result", "McdResult", "WerResult", "clear_cache", "exact_dtw",
+           "log_f0_rmse", "mcd", "normalise_text", "wer"]
 
 DTW_METHODS = ("fastdtw", "exact", None)
 F0_METHODS = ("harvest", "dio")
@@ -79,23 +79,6 @@ class F0Result:
 
     def __float__(self) -> float:
         return self.rmse
-
-
-@dataclass(frozen=True)
-class WerResult:
-    wer: float  # corpus WER: sum(S + D + I) / sum(N)
-    mean_utterance_wer: float  # mean of the per-utterance WERs
-    substitutions: int
-    deletions: int
-    insertions: int
-    hits: int
-    n_ref_words: int
-    n_utterances: int
-    utterance_wers: tuple[float, ...] = field(repr=False)
-    normaliser: str = "whisper.normalizers.EnglishTextNormalizer"
-
-    def __float__(self) -> float:
-        return self.wer
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -413,87 +396,3 @@ def _defaults(fn) -> dict:
 
 MCD_PARAMS: dict = _defaults(mcd)  # the definition used when no override is given
 F0_PARAMS: dict = _defaults(log_f0_rmse)
-
-
-# ----------------------------------------------------------------------------- WER
-
-
-@lru_cache(maxsize=1)
-def _english_normaliser():
-    """Whisper's EnglishTextNormalizer, loaded from the installed openai-whisper files.
-
-    Importing `whisper.normalizers` runs whisper/__init__.py (torch, numba, tiktoken, triton
-    probing: ~3 s, ~300 MB), so unless whisper is already imported the two normaliser files
-    are loaded as a private package. They need only `regex` and `more_itertools`, and read
-    english.json from their own folder: offline.
-    """
-    if "whisper" in sys.modules:
-        from whisper.normalizers import EnglishTextNormalizer
-
-        return EnglishTextNormalizer()
-    spec = importlib.util.find_spec("whisper")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("WER needs Whisper's text normaliser: pip install openai-whisper==20250625")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "normalizers"
-    name = "_s2s_whisper_normalizers"
-    if name not in sys.modules:
-        pkg_spec = importlib.util.spec_from_file_location(
-            name, folder / "__init__.py", submodule_search_locations=[str(folder)])
-        module = importlib.util.module_from_spec(pkg_spec)
-        sys.modules[name] = module
-        try:
-            pkg_spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name].EnglishTextNormalizer()
-
-
-def normalise_text(text: str) -> str:
-    """Whisper's English normalisation: lower case, numbers and spellings standardised,
-    punctuation and fillers dropped. "Mr. Smith paid $20!" -> "mister smith paid $20"."""
-    return _english_normaliser()(text)
-
-
-def _word_errors(ref_words: list[str], hyp_words: list[str]) -> tuple[int, int, int, int]:
-    """(S, D, I, hits) of the minimum-edit alignment (jiwer)."""
-    import jiwer
-
-    if not hyp_words:  # jiwer needs a non-empty hypothesis: all deletions
-        return 0, len(ref_words), 0, 0
-    out = jiwer.process_words(" ".join(ref_words), " ".join(hyp_words))
-    return out.substitutions, out.deletions, out.insertions, out.hits
-
-
-def wer(hyps: Sequence[str], refs: Sequence[str]) -> WerResult:
-    """Word error rate of hypotheses against references, after Whisper's English normaliser.
-
-    Corpus WER = sum(S + D + I) / sum(N) over utterances; mean_utterance_wer averages the
-    per-utterance (S + D + I) / N. A reference that normalises to nothing is an error.
-    """
-    if isinstance(hyps, str) or isinstance(refs, str):
-        raise ValueError("hyps and refs must be lists of strings, not a single string")
-    hyps, refs = list(hyps), list(refs)
-    if len(hyps) != len(refs):
-        raise ValueError(f"hyps and refs differ in length: {len(hyps)} hyps vs {len(refs)} refs")
-    if not refs:
-        raise ValueError("hyps and refs are empty: nothing to score")
-    totals = np.zeros(4, dtype=np.int64)  # S, D, I, hits
-    utt = []
-    for i, (h, r) in enumerate(zip(hyps, refs)):
-        if not isinstance(h, str) or not isinstance(r, str):
-            raise ValueError(f"item {i}: hyps and refs must be str, got {type(h).__name__}, {type(r).__name__}")
-        ref_words, hyp_words = normalise_text(r).split(), normalise_text(h).split()
-        if not ref_words:
-            raise ValueError(f"refs[{i}]={r!r} is empty after normalisation; WER is undefined")
-        s, d, ins, hits = _word_errors(ref_words, hyp_words)
-        totals += (s, d, ins, hits)
-        utt.append((s + d + ins) / len(ref_words))
-    s, d, ins, hits = (int(v) for v in totals)
-    n = s + d + hits
-    return WerResult(
-        wer=(s + d + ins) / n,
-        mean_utterance_wer=float(np.mean(utt)),
-        substitutions=s, deletions=d, insertions=ins, hits=hits,
-        n_ref_words=n, n_utterances=len(refs), utterance_wers=tuple(utt),
-    )

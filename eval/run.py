@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.metrics import F0_PARAMS, MCD_PARAMS, log_f0_rmse, mcd, wer
+from s2s.wer import closest_answer  # the answer matcher (training's spoken check shares it)
 from s2s.manifest import ManifestError, audio_path, read_manifest
 
 # Worker processes (spawn) re-import this module: torch, the pipeline and matplotlib are
@@ -138,21 +139,6 @@ def score_audio(ref: np.ndarray, gen: np.ndarray, sr: int) -> dict:
     if problems:
         out["metric_error"] = "; ".join(problems)
     return out
-
-
-def closest_answer(transcript: str, answers: dict[str, str]) -> str | None:
-    """The intent whose answer text has the lowest WER against the transcript; None on a tie."""
-    scores = {}
-    for intent, text in answers.items():
-        try:
-            scores[intent] = wer([transcript], [text]).wer
-        except ValueError:  # an answer that normalises to nothing cannot be matched
-            continue
-    if not scores:
-        return None
-    best = min(scores.values())
-    winners = [i for i, s in scores.items() if s == best]
-    return winners[0] if len(winners) == 1 else None
 
 
 class MetricPool:
@@ -297,8 +283,8 @@ def evaluate(
     import torch
 
     from eval import latency as lat
-    from eval.asr import load_asr
     from eval.report import aggregate, format_summary, write_report
+    from eval.asr import load_asr
     from s2s.checkpoint import read_config
     from s2s.generate import validate_sampling
     from s2s.pipeline import codec_for, load_pipeline, pick_device

@@ -123,7 +123,7 @@ class ModelCache:
         self.device = pick_device(device)
         self.pipeline_loader, self.codec_loader = pipeline_loader, codec_loader
         if asr_loader is None:
-            from eval.asr import load_asr as asr_loader
+            from s2s.asr import load_asr as asr_loader
         self.asr_loader = asr_loader
         self.max_pipelines = max_pipelines
         self._lock = threading.Lock()
@@ -190,7 +190,7 @@ class ModelCache:
             return str(e).splitlines()[0]
 
     def asr(self):
-        """The Whisper model (eval.asr.load_asr()), loaded once; its error is remembered too."""
+        """The Whisper model (s2s.asr.load_asr()), loaded once; its error is remembered too."""
         with self._key_lock("asr"):
             if self._asr is None:
                 try:

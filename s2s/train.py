@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from s2s import patterns
+from s2s.asr import load_asr
 from s2s.checkpoint import check_codec, load_checkpoint, load_extra, read_config, save_checkpoint
 from s2s.codec import CodecUnavailable, load_codec
 from s2s.dataset import (Batch, Pair, augment_features, augment_prompt, collate, corrupt_reply_input, crop_replies,
@@ -40,6 +41,7 @@ from s2s.manifest import audio_path, read_manifest
 from s2s.model import MODEL_FRONTENDS, PRESETS, S2SModel, preset_config
 from s2s.pipeline import Pipeline
 from s2s.ranking import answer_ranking_accuracy
+from s2s.wer import closest_answer, wer
 
 LOG_FILE = "train_log.jsonl"
 
@@ -336,10 +338,6 @@ class Trainer:
 
     def spoken_check(self) -> dict:
         """Replies to a few eval prompts -> Whisper WER and answer accuracy."""
-        from eval.asr import load_asr
-        from eval.metrics import wer
-        from eval.run import closest_answer
-
         data = Path(self.args.check_data or self.args.data)
         all_rows = read_manifest(data)
         rows = [r for r in all_rows if r["split"] != "train"][: self.args.check_n]

@@ -1,5 +1,5 @@
-"""Checks of eval/asr.py: the offline default transcribes real speech, specs and errors.
-Run: python -m pytest -q tests/test_asr.py"""
+"""Checks of s2s/asr.py (eval.asr's load_asr): the offline default transcribes real speech,
+specs and errors. Run: python -m pytest -q tests/test_asr.py"""
 
 import hashlib
 import shutil
@@ -10,9 +10,10 @@ import pysptk
 import pytest
 import soundfile as sf
 
-from eval.asr import (BACKENDS, BUNDLED_SHA256, ASRError, _to_16k, bundled_model_dir,
-                      load_asr, sha256_file, verify_sha256)
-from eval.metrics import wer
+import eval.asr
+from s2s.asr import (BACKENDS, BUNDLED_SHA256, ASRError, _to_16k, bundled_model_dir, load_asr, sha256_file,
+                     verify_sha256)
+from s2s.wer import wer
 
 ARCTIC = pysptk.util.example_audio_file()  # CMU ARCTIC a0007, 16 kHz
 ARCTIC_TEXT = "And you always want to see it in the superlative degree."
@@ -22,6 +23,10 @@ ESPEAK_TEXT = "Please call Stella and ask her to bring these things with her fro
 @pytest.fixture(scope="module")
 def asr():
     return load_asr()
+
+
+def test_eval_asr_is_the_same_front_door():
+    assert eval.asr.load_asr is load_asr and eval.asr.ASRError is ASRError
 
 
 @pytest.mark.slow

@@ -257,14 +257,6 @@ def test_failure_while_writing_the_report_leaves_no_folder(codec, manifest, chec
     assert list(tmp_path.iterdir()) == []
 
 
-def test_closest_answer_needs_a_unique_minimum():
-    answers = {"france": "Paris is the capital of France.", "japan": "Tokyo is the capital of Japan."}
-    assert run.closest_answer("paris is the capital of france", answers) == "france"
-    assert run.closest_answer("tokyo is a capital", answers) == "japan"
-    assert run.closest_answer("", answers) is None  # every answer is 100% wrong: a tie
-    assert run.closest_answer("the capital of", answers) is None
-
-
 def test_find_checkpoints(tmp_path, codec):
     path = save_checkpoint(tmp_path / "one", tiny_model(0), codec.describe())
     assert run.find_checkpoints(path) == [path]  # the folder itself is a checkpoint
