@@ -10,7 +10,9 @@ import torch
 pytest.importorskip("pyworld")
 pysptk = pytest.importorskip("pysptk")
 
+import s2s.world as world  # noqa: E402
 import s2s.world_vq as wvq  # noqa: E402
+import s2s.world_vq_tools as tools  # noqa: E402
 from s2s.audio import load_audio  # noqa: E402
 from s2s.codec import load_codec  # noqa: E402
 from s2s.world_vq import WorldVQCodec  # noqa: E402
@@ -24,7 +26,7 @@ def codec():
 @pytest.fixture(scope="module")
 def arctic():
     """CMU ARCTIC a0007 (real speech, 4 s), loudness-normalised at 24 kHz: float32 [T]."""
-    return load_audio(wvq._arctic_path(), 24000).numpy()
+    return load_audio(tools.arctic_path(), 24000).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_resynthesis_keeps_the_envelope_and_f0(codec, arctic, arctic_codes):
     """Re-analysed resynthesis vs the original, frame by frame (same grid): mel-cepstral
     distortion (c1..c23, speech frames) and log-F0 error on frames voiced in both."""
     y = codec.decode(arctic_codes).numpy()
-    a, b = wvq.analyse(arctic.astype(np.float64)), wvq.analyse(y.astype(np.float64))
+    a, b = world.analyse(arctic.astype(np.float64)), world.analyse(y.astype(np.float64))
     speech = a.mc[:, 0] > np.percentile(a.mc[:, 0], 30)
     mcd = 10 / np.log(10) * np.sqrt(2 * ((a.mc[:, 1:24] - b.mc[:, 1:24]) ** 2).sum(1))[speech].mean()
     assert mcd < 5.5, mcd  # 4.4 dB with the shipped tables
@@ -102,7 +104,7 @@ def test_a_tone_comes_back_at_its_pitch(codec):
     codes = codec.encode(tone, 24000)
     f0 = wvq.dequantise_f0(codes[2].numpy()[5:-5])
     assert (f0 > 0).all() and np.abs(np.log(f0 / 150)).max() < 0.03
-    back = wvq.analyse(codec.decode(codes).numpy().astype(np.float64)).f0[5:-5]
+    back = world.analyse(codec.decode(codes).numpy().astype(np.float64)).f0[5:-5]
     assert (back > 0).mean() > 0.9 and np.median(np.abs(np.log(back[back > 0] / 150))) < 0.03
 
 
@@ -139,14 +141,14 @@ def test_synthesis_from_an_unvoiced_frame_matches_the_full_decode():
     mc = rng.normal(0, 0.3, (F, 40)) + np.r_[-4.0, 1.0, np.zeros(38)]
     bap = -rng.uniform(0, 20, (F, 3))
     seeds = rng.integers(0, 1 << 30, F)
-    full = wvq.synthesise(f0, mc, bap, seeds)
+    full = world.synthesise(f0, mc, bap, seeds)
     start = 14  # unvoiced
-    part = wvq.synthesise(f0[start:], mc[start:], bap[start:], seeds[start:])
+    part = world.synthesise(f0[start:], mc[start:], bap[start:], seeds[start:])
     assert np.abs(part[2 * 320 : -3 * 320] - full[(start + 2) * 320 : -3 * 320]).max() < 1e-5
 
 
 def test_f0_quantiser_round_trip_and_order():
-    f0 = np.geomspace(wvq.F0_MIN, wvq.F0_MAX, 5000)
+    f0 = np.geomspace(world.F0_MIN, world.F0_MAX, 5000)
     codes = wvq.quantise_f0(f0)
     assert codes.min() == 1 and codes.max() == 1023 and np.all(np.diff(codes) >= 0)
     back = wvq.dequantise_f0(codes)
@@ -159,10 +161,10 @@ def test_f0_quantiser_round_trip_and_order():
 def test_linear_mcep_maps_equal_pysptk():
     rng = np.random.default_rng(0)
     sp = np.exp(rng.normal(-5, 2, (3, 513)))
-    to_mc, to_log_sp = wvq._mcep_maps()
-    mc = pysptk.sp2mc(sp, wvq.ORDER, wvq.ALPHA)
+    to_mc, to_log_sp = world._mcep_maps()
+    mc = pysptk.sp2mc(sp, world.ORDER, world.ALPHA)
     assert np.allclose(np.log(sp) @ to_mc, mc, atol=1e-9)
-    assert np.allclose(mc @ to_log_sp, np.log(pysptk.mc2sp(mc, wvq.ALPHA, wvq.FFT_SIZE)), atol=1e-9)
+    assert np.allclose(mc @ to_log_sp, np.log(pysptk.mc2sp(mc, world.ALPHA, world.FFT_SIZE)), atol=1e-9)
 
 
 def test_missing_tables_name_the_path_and_the_fix(tmp_path):
@@ -206,12 +208,12 @@ def test_kmeans_is_seeded_and_finds_clusters():
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 10, (8, 3))
     x = (centres[rng.integers(0, 8, 4000)] + rng.normal(0, 0.1, (4000, 3))).astype(np.float32)
-    a = wvq.kmeans(x, k=8, iters=10, seed=1, log=lambda m: None)
-    assert np.array_equal(a, wvq.kmeans(x, k=8, iters=10, seed=1, log=lambda m: None))
+    a = tools.kmeans(x, k=8, iters=10, seed=1, log=lambda m: None)
+    assert np.array_equal(a, tools.kmeans(x, k=8, iters=10, seed=1, log=lambda m: None))
     nearest = np.sqrt(((centres[:, None] - a[None]) ** 2).sum(-1)).min(1)
     assert nearest.max() < 0.5
     with pytest.raises(ValueError, match="at least k=8"):
-        wvq.kmeans(x[:5], k=8)
+        tools.kmeans(x[:5], k=8)
 
 
 @pytest.mark.slow
@@ -228,12 +230,12 @@ def test_train_command_writes_loadable_tables(tmp_path, arctic):
                  "split": "eval_voices"})  # other splits are not read
     (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "tables.npz"
-    wvq.main(["train", "--data", str(tmp_path / "manifest.jsonl"), "--out", str(out), "--iters", "1"])
+    tools.main(["train", "--data", str(tmp_path / "manifest.jsonl"), "--out", str(out), "--iters", "1"])
     c = WorldVQCodec(tables=out)
     assert out.stat().st_size < 5e6
     assert c.decode(c.encode(arctic, 24000)).shape == (300 * 320,)
     with pytest.raises(ValueError, match="no rows with split='nope'"):
-        wvq.main(["train", "--data", str(tmp_path / "manifest.jsonl"), "--split", "nope", "--out", str(out)])
+        tools.main(["train", "--data", str(tmp_path / "manifest.jsonl"), "--split", "nope", "--out", str(out)])
 
 
 def test_shipped_tables_are_small_and_pickle_free():
@@ -241,3 +243,23 @@ def test_shipped_tables_are_small_and_pickle_free():
     with np.load(wvq.DEFAULT_TABLES, allow_pickle=False) as z:
         assert set(z.files) == set(wvq.TABLE_SHAPES) | {"config"}
         assert all(z[k].dtype in (np.float16, np.float32) for k in wvq.TABLE_SHAPES)
+
+
+def test_quality_is_handed_in_by_the_entry_point(capsys):
+    with pytest.raises(SystemExit):  # the library's main() has no quality handler: eval's, not s2s's
+        tools.main(["quality"])
+    assert "python -m s2s.world_vq quality" in capsys.readouterr().err
+    seen = []
+    tools.main(["quality", "--splits", "eval_voices,eval_family"], quality=seen.append)
+    assert seen[0].splits == "eval_voices,eval_family" and seen[0].data.endswith("manifest.jsonl")
+
+
+@pytest.mark.slow
+def test_module_entry_point_reaches_every_command():
+    import subprocess
+    import sys
+
+    # the entry point imports eval.codec_quality and s2s.world_vq_tools, then parses
+    out = subprocess.run([sys.executable, "-m", "s2s.world_vq", "quality", "--help"], capture_output=True, text=True,
+                         check=True, cwd=str(wvq.ROOT)).stdout
+    assert "--splits" in out and "--verbose" in out
