@@ -37,24 +37,20 @@ import shlex
 import statistics
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
-
-from eval.metrics import F0_PARAMS, MCD_PARAMS, log_f0_rmse, mcd, wer
-from s2s.wer import closest_answer  # the answer matcher (training's spoken check shares it)
+from eval.metrics import F0_PARAMS, MCD_PARAMS
+from eval.scoring import (REFERENCE_RATE, REPLY_MARGIN_S, REPLY_RATIO, MetricPool, evaluate_ceiling,
+                          evaluate_checkpoint)
 from s2s.manifest import ManifestError, audio_path, read_manifest
+from s2s.wer import closest_answer  # noqa: F401 - eval.run.closest_answer: the answer matcher's public name
 
-# Worker processes (spawn) re-import this module: torch, the pipeline and matplotlib are
-# imported inside the functions that need them, so the metric workers stay light.
+# Worker processes (spawn) re-import the main module (this one under python -m eval.run): torch,
+# the pipeline and matplotlib are imported inside the functions that need them.
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = ROOT / "assets" / "eval" / "manifest.jsonl"
 PRESET_NAMES = ("10m", "50m", "100m", "300m")
-REFERENCE_RATE = 24000  # reference answers are loaded at this rate (every codec's rate)
-REPLY_RATIO, REPLY_MARGIN_S = 1.5, 0.5  # default reply limit: 1.5 x the reference answer + 0.5 s
 ANSWER_RULE = ("correct when the reply transcript's WER against the utterance's own answer is the "
                "unique minimum over all distinct answers in the manifest")
 
@@ -117,147 +113,6 @@ def load_clips(rows: list[dict]) -> tuple[dict, dict]:
                 raise EvalError(f"utterance {row['id']!r}: unreadable {key} {str(path)!r}: {e}") from None
             store[name or path] = wav
     return prompts, references
-
-
-# ----------------------------------------------------------------------------- scoring
-
-
-def score_audio(ref: np.ndarray, gen: np.ndarray, sr: int) -> dict:
-    """MCD and log-F0 RMSE of a reply against its reference (runs in a worker process)."""
-    out: dict = {}
-    problems = []
-    try:
-        m = mcd(ref, gen, sr)
-        out.update(mcd=m.mcd, mcd_frames=m.n_frames)
-    except ValueError as e:
-        problems.append(f"mcd: {e}")
-    try:
-        f = log_f0_rmse(ref, gen, sr)
-        out.update(log_f0_rmse=f.rmse, log_f0_rmse_cents=f.rmse_cents, vuv_error=f.vuv_error, f0_frames=f.n_frames)
-    except ValueError as e:
-        problems.append(f"log_f0_rmse: {e}")
-    if problems:
-        out["metric_error"] = "; ".join(problems)
-    return out
-
-
-class MetricPool:
-    """MCD/F0 jobs in `workers` single-process executors; a reference always goes to the same
-    worker, so its WORLD analysis (memoised in eval.metrics) runs once per worker, not per job.
-    workers=0 computes in this process."""
-
-    def __init__(self, workers: int):
-        ctx = get_context("spawn")  # no fork of a process holding torch / CTranslate2 threads
-        self.executors = [ProcessPoolExecutor(1, mp_context=ctx) for _ in range(workers)]
-        self.slots: dict[str, int] = {}
-
-    def submit(self, key: str, ref: np.ndarray, gen: np.ndarray, sr: int) -> Future:
-        if not self.executors:
-            fut: Future = Future()
-            fut.set_result(score_audio(ref, gen, sr))
-            return fut
-        slot = self.slots.setdefault(key, len(self.slots) % len(self.executors))
-        return self.executors[slot].submit(score_audio, ref, gen, sr)
-
-    def close(self, cancel: bool = False) -> None:
-        for ex in self.executors:
-            ex.shutdown(wait=not cancel, cancel_futures=cancel)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def evaluate_checkpoint(pipe, name: str, rows: list[dict], prompts: dict, references: dict,
-                        answers: dict[str, str], asr, pool: MetricPool, sampling: dict,
-                        max_reply_seconds: float | None, progress: bool) -> list[dict]:
-    """Reply to every utterance with one pipeline; metrics are left as futures in row["_metrics"]."""
-    from tqdm import tqdm
-
-    from s2s.audio import resample
-
-    limit_s = pipe.model.cfg.max_reply_frames / pipe.codec.frame_rate
-    out = []
-    for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
-        ref = references[row["response_audio"]]
-        ref_s = len(ref) / REFERENCE_RATE
-        cap = max_reply_seconds if max_reply_seconds else REPLY_RATIO * ref_s + REPLY_MARGIN_S
-        cap = min(cap, limit_s)
-        r = {"checkpoint": name, "id": row["id"], "intent": row["intent"], "voice": row["voice"],
-             "accent": row["accent"], "split": row["split"], "response_text": row["response_text"],
-             "prompt_seconds": len(prompts[row["id"]]) / REFERENCE_RATE, "reference_seconds": ref_s,
-             "max_reply_seconds": cap, "error": ""}
-        out.append(r)
-        try:
-            reply = pipe.respond((prompts[row["id"]], REFERENCE_RATE), max_seconds=cap, prompt_codes=False,
-                                 **sampling)
-        except ValueError as e:  # e.g. a prompt longer than this model takes
-            r["error"] = f"generation: {e}"
-            continue
-        t = reply.timings
-        r.update(reply_seconds=reply.seconds, reply_frames=int(reply.reply_codes.shape[1]),
-                 encode_ms=t.get("frontend", 0.0) + t.get("encode", 0.0), prefill_ms=t["prefill"], first_frame_ms=t["first_frame"],
-                 time_to_first_audio_ms=t["time_to_first_audio"], generate_ms=t["generate"],
-                 decode_ms=t["decode"], total_ms=t["total"], realtime_factor=t["realtime_factor"])
-        audio = reply.audio
-        if reply.sample_rate != REFERENCE_RATE and len(audio):
-            audio = resample(audio, reply.sample_rate, REFERENCE_RATE).astype(np.float32)
-        score_reply(r, row, audio, ref, answers, asr, pool)
-    return out
-
-
-def score_reply(r: dict, row: dict, audio: np.ndarray, ref: np.ndarray, answers: dict[str, str], asr,
-                pool: "MetricPool", transcript: str | None = None) -> None:
-    """Fill r with the transcript, WER, answer match and (as a future) MCD / log-F0 of a reply
-    [T] at REFERENCE_RATE against its reference; transcript: already known (skips the ASR)."""
-    if transcript is None:
-        transcript = ""
-        if len(audio):
-            try:
-                transcript = asr.transcribe(audio, REFERENCE_RATE)
-            except ValueError as e:
-                r["error"] = f"asr: {e}"
-    r["transcript"] = transcript
-    try:
-        w = wer([transcript], [row["response_text"]])
-        r.update(wer=w.wer, word_errors=w.substitutions + w.deletions + w.insertions, ref_words=w.n_ref_words)
-    except ValueError as e:
-        r["error"] = f"wer: {e}"
-    pred = closest_answer(transcript, answers)
-    r.update(answer_pred=pred if pred is not None else "", answer_correct=pred == row["intent"])
-    if len(audio):
-        r["_metrics"] = pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
-
-
-def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[str, str], asr,
-                     pool: "MetricPool", progress: bool) -> list[dict]:
-    """The codec's ceiling: every utterance's reference answer through the codec alone (encode +
-    decode), scored exactly like a reply. What a perfect model speaking this codec would reach."""
-    import torch
-    from tqdm import tqdm
-
-    from s2s.audio import resample
-
-    name = f"ceiling: {codec.name}"
-    round_trips: dict[str, tuple[np.ndarray, str | None]] = {}
-    out = []
-    for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
-        ref = references[row["response_audio"]]
-        key = str(row["response_audio"])
-        r = {"checkpoint": name, "id": row["id"], "intent": row["intent"], "voice": row["voice"],
-             "accent": row["accent"], "split": row["split"], "response_text": row["response_text"],
-             "reference_seconds": len(ref) / REFERENCE_RATE, "error": ""}
-        out.append(r)
-        if key not in round_trips:
-            wav = torch.from_numpy(resample(ref, REFERENCE_RATE, codec.sample_rate).astype(np.float32))
-            audio = codec.decode(codec.encode(wav, codec.sample_rate)).numpy()
-            if codec.sample_rate != REFERENCE_RATE:
-                audio = resample(audio, codec.sample_rate, REFERENCE_RATE)
-            round_trips[key] = (audio.astype(np.float32), None)
-        audio, transcript = round_trips[key]
-        r.update(reply_seconds=len(audio) / REFERENCE_RATE)
-        score_reply(r, row, audio, ref, answers, asr, pool, transcript=transcript)
-        round_trips[key] = (audio, r["transcript"])
-    return out
 
 
 def _median_after_first(rows: list[dict], key: str) -> float:
