@@ -305,30 +305,6 @@ def readable(audio) -> str | tuple:
         return audio
 
 
-def round_trip(codec: Codec, wav: np.ndarray, sr: int, asr=None, ref_text: str = "") -> tuple[list, object, np.ndarray]:
-    """wav [T] at sr through the codec -> (table row, codes [K, F], resynthesis [T']): kbps,
-    codebooks, frames, MCD dB, log-F0 RMSE cents, WER against ref_text, the transcript."""
-    import torch
-
-    from eval.metrics import log_f0_rmse, mcd, wer
-
-    codes = codec.encode(torch.from_numpy(wav), sr)  # [K, F]
-    out = codec.decode(codes).numpy().astype(np.float32)
-    row = [f"{codec.n_codebooks * math.log2(codec.cardinality) * codec.frame_rate / 1000:g}",
-           codec.n_codebooks, int(codes.shape[1])]
-    try:
-        row += [round(mcd(wav, out, sr).mcd, 2), round(log_f0_rmse(wav, out, sr).rmse_cents, 1)]
-    except ValueError as e:  # e.g. a silent resynthesis
-        row += [f"n/a ({e})", "n/a"]
-    if asr is None or not np.any(out):
-        return row + ["-", ""], codes, out
-    hyp = asr.transcribe(out, sr)
-    try:
-        return row + [f"{wer([hyp], [ref_text]).wer:.1%}", hyp], codes, out
-    except ValueError:  # nothing recognised in the original
-        return row + ["n/a", hyp], codes, out
-
-
 def codec_label(spec: dict) -> str:
     bandwidth = spec.get("params", {}).get("bandwidth")
     name = CODEC_NAMES.get(spec["name"], spec["name"])

@@ -27,6 +27,7 @@ from s2s.checkpoint import save_checkpoint
 from s2s.codec import CodecUnavailable, load_codec
 from s2s.encodec_24khz import EncodecCodec
 from s2s.model import ModelConfig, S2SModel
+from tabs.codec import CODEC_VARIANTS
 
 SETTINGS = (0.7, 50, 1.0, 0, 0.3)  # temperature, top-k, top-p, seed, longest reply (s)
 
@@ -213,8 +214,8 @@ def test_codec_tab_runs_every_available_codec(wb, tmp_path):
     rows = {r[0]: r for r in table}
     assert [rows[k][2] for k in ("EnCodec 1.5 kbps", "EnCodec 3 kbps", "EnCodec 6 kbps")] == [2, 4, 8]
     assert all(isinstance(rows[k][4], float) for k in ("EnCodec 1.5 kbps", "EnCodec 3 kbps"))  # MCD in dB
-    assert len(slots) == 3 * len(app.CODEC_VARIANTS) and note == ""
-    for (label, _, _), (col, audio, grid) in zip(app.CODEC_VARIANTS, np.reshape(np.array(slots, dtype=object), (-1, 3))):
+    assert len(slots) == 3 * len(CODEC_VARIANTS) and note == ""
+    for (label, _, _), (col, audio, grid) in zip(CODEC_VARIANTS, np.reshape(np.array(slots, dtype=object), (-1, 3))):
         if "not available" in str(rows[label][-1]):
             assert col["visible"] is False and audio is None
         else:
