@@ -31,7 +31,8 @@ def test_round_trip_fills_optional_fields_and_keeps_relative_paths(folder):
 
 
 @pytest.mark.parametrize("text,message", [
-    ('{"id": "u1", "prompt_audio": "prompts/u1.wav"}\n', r"m.jsonl:1: missing fields \['response_audio', 'response_text'\]"),
+    ('{"id": "u1", "prompt_audio": "prompts/u1.wav"}\n',
+     r"m.jsonl:1: missing fields \['response_audio', 'response_text'\]"),
     ("\nnot json\n", "m.jsonl:2: not valid JSON"),
     ("[1, 2]\n", "m.jsonl:1: expected a JSON object, got list"),
     (json.dumps(row(1)) + "\n" + json.dumps(row(1)) + "\n", "m.jsonl:2: duplicate id 'u1'"),
