@@ -1,5 +1,6 @@
 """The project's import graph, read from the source (ast, nothing imported): no cycles, and
-dependencies point one way, app -> tabs -> eval -> s2s (DESIGN.md).
+dependencies point one way, app -> tabs -> eval -> s2s (DESIGN.md); the README's module map
+lists exactly the modules there are.
 
 Every import counts, at the top of a file or inside a function (a lazy import is still a
 dependency), except those under `if __name__ == "__main__":`: that block is a program's entry,
@@ -9,6 +10,7 @@ never run on import, so it can neither close a cycle nor make the library depend
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,6 +147,15 @@ def test_dependencies_point_one_way():
     wrong = [f"{a} imports {b} (line {line})" for a, targets in sorted(graph.items())
              for b, line in sorted(targets.items()) if layer(b) > layer(a)]
     assert not wrong, "app -> tabs -> eval -> s2s only:\n" + "\n".join(wrong)
+
+
+def test_readme_module_map_matches_the_tree():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "\n## Module map\n" in text, "README.md needs its '## Module map' section"
+    section = text.split("\n## Module map\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^- `([^`]+)`", section, re.M))
+    modules = {path.relative_to(ROOT).as_posix() for path in project_modules().values()} | {"tests/"}
+    assert listed == modules, f"not in the map: {sorted(modules - listed)}; not in the tree: {sorted(listed - modules)}"
 
 
 def test_a_cycle_and_an_upward_import_are_caught(tmp_path):
