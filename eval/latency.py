@@ -4,7 +4,8 @@
     python -m eval.latency --presets 10m 50m --frames 75 --repeats 2 --json
     python -m eval.latency --checkpoint ckpts/run1 --checkpoint ckpts/run2
 
-One row per model: encode ms (the prompt as the model hears it: its front-end's features
+One row per model (presets: random weights, hearing through the Whisper tiny.en front-end like
+the prototype): encode ms (the prompt as the model hears it: its front-end's features
 and/or the codec's codes, 3 s of real speech: the CMU ARCTIC clip that s2s.bench uses), prefill
 ms, decode ms per reply frame (median and p90, s2s.bench's time_generation), time to first
 audio (prompt heard -> first audio chunk ready, through Pipeline.stream; speech_end_to_audio_ms
@@ -39,9 +40,11 @@ import torch
 from s2s import bench
 from s2s.checkpoint import load_checkpoint, read_config
 from s2s.codec import Codec, default_codec
+from s2s.frontend import WhisperFrontend
 from s2s.model import PRESETS, S2SModel, preset_config
 from s2s.pipeline import Pipeline, codec_for, pick_device
 
+PRESET_FRONTEND = "whisper_tiny_en"  # what the preset rows hear: the product's default front-end
 FIGURES = ("encode_ms", "prefill_ms", "decode_ms_per_frame", "decode_ms_p90", "frames_per_s",
            "x_realtime", "time_to_first_audio_ms", "speech_end_to_audio_ms", "realtime_factor",
            "peak_memory_mb")
@@ -151,15 +154,17 @@ def _measure_row(kind: str, name: str, build, device: torch.device, frames: int,
 
 def preset_row(name: str, codec: Codec | dict, device: torch.device, *, frames: int, repeats: int,
                threads: int, scope: str = "in-process") -> dict:
-    """One preset, random weights (seed 0). codec: a Codec, its describe() dict to build here,
-    or None = default_codec()."""
+    """One preset, random weights (seed 0), hearing through PRESET_FRONTEND (the prototype's
+    front-end: its features are on the critical path). codec: a Codec, its describe() dict to
+    build here, or None = default_codec()."""
     def build():
         if isinstance(codec, Codec):
             c = codec
         else:
             c = codec_for({"codec": codec}) if codec else default_codec()
         torch.manual_seed(0)
-        return S2SModel(preset_config(name)).to(device).eval(), c
+        cfg = preset_config(name, frontend=PRESET_FRONTEND, feature_dim=WhisperFrontend.dim)
+        return S2SModel(cfg).to(device).eval(), c
     return _measure_row("preset", name, build, device, frames, repeats, threads, scope)
 
 
