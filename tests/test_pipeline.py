@@ -100,3 +100,11 @@ def test_the_bundled_prototype_is_the_default_and_replies_with_an_answer():
     # The corpus's answers last 1.6-2.5 s: a reply that long ended with EOS, not at the length cap.
     assert 1.2 < reply.seconds < 3.5, reply.seconds
     assert np.abs(reply.audio).max() > 0.05  # it says something
+
+
+def test_silent_or_too_short_prompts_are_refused_before_any_work(codec, checkpoint, speech_like):
+    pipe = load_pipeline(checkpoint, device="cpu", codec=codec)
+    with pytest.raises(ValueError, match="silent"):
+        pipe.respond((np.zeros(16000, np.float32), 16000))
+    with pytest.raises(ValueError, match="at least 0.2 s"):
+        pipe.respond((speech_like(0.1), 16000))
