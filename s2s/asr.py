@@ -92,7 +92,7 @@ def _bundled_version() -> str:
         return "unknown version"
 
 
-def _to_16k(wav: Any, sr: int) -> np.ndarray:
+def to_16k(wav: Any, sr: int) -> np.ndarray:
     """1-D float waveform (numpy or torch) at sr -> float32 numpy [T'] at 16 kHz."""
     if hasattr(wav, "detach"):
         wav = wav.detach().cpu().numpy()
@@ -132,7 +132,7 @@ class FasterWhisperASR:
 
     def transcribe(self, wav: Any, sr: int) -> str:
         segments, _ = self.model.transcribe(
-            _to_16k(wav, sr), language="en", task="transcribe", beam_size=BEAM_SIZE,
+            to_16k(wav, sr), language="en", task="transcribe", beam_size=BEAM_SIZE,
             temperature=0.0, condition_on_previous_text=False, vad_filter=False,
             without_timestamps=True)
         return " ".join(s.text.strip() for s in segments).strip()
@@ -159,7 +159,7 @@ class OpenAIWhisperASR:
 
     def transcribe(self, wav: Any, sr: int) -> str:
         result = self.model.transcribe(
-            _to_16k(wav, sr), language="en", task="transcribe", beam_size=BEAM_SIZE,
+            to_16k(wav, sr), language="en", task="transcribe", beam_size=BEAM_SIZE,
             temperature=0.0, condition_on_previous_text=False, without_timestamps=True,
             fp16=False, verbose=None)
         return result["text"].strip()

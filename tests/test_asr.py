@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 import eval.asr
-from s2s.asr import (BACKENDS, BUNDLED_SHA256, ASRError, _to_16k, bundled_model_dir, load_asr, sha256_file,
+from s2s.asr import (BACKENDS, BUNDLED_SHA256, ASRError, to_16k, bundled_model_dir, load_asr, sha256_file,
                      verify_sha256)
 from s2s.wer import wer
 
@@ -99,15 +99,15 @@ def test_sha256_check_detects_a_changed_file(tmp_path):
 
 def test_transcribe_input_is_validated_and_resampled():
     with pytest.raises(ValueError, match="empty"):
-        _to_16k(np.zeros(0, dtype=np.float32), 16000)
+        to_16k(np.zeros(0, dtype=np.float32), 16000)
     with pytest.raises(ValueError, match=r"1-D waveform \[T\], got shape \(2, 100\)"):
-        _to_16k(np.zeros((2, 100)), 16000)
+        to_16k(np.zeros((2, 100)), 16000)
     with pytest.raises(ValueError, match="NaN"):
-        _to_16k(np.full(100, np.nan), 16000)
+        to_16k(np.full(100, np.nan), 16000)
     with pytest.raises(ValueError, match="sr must be a positive int"):
-        _to_16k(np.zeros(100), None)
+        to_16k(np.zeros(100), None)
     t = np.arange(48000) / 48000
-    y = _to_16k(np.sin(2 * np.pi * 440 * t), 48000)
+    y = to_16k(np.sin(2 * np.pi * 440 * t), 48000)
     assert y.dtype == np.float32 and len(y) == 16000
     peak = np.argmax(np.abs(np.fft.rfft(y)))  # 1 s at 16 kHz: bin index = Hz
     assert peak == 440
