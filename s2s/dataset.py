@@ -75,9 +75,10 @@ def select_rows(rows: list[dict], filters: list[str] | None) -> list[dict]:
     return rows
 
 
-def cache_path(manifest: Path, codec_desc: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(codec_desc, sort_keys=True).encode()).hexdigest()[:12]
-    return manifest.parent / ".codes" / f"{codec_desc['name']}-{digest}.safetensors"
+def cache_path(manifest: Path, desc: dict, folder: str = ".codes") -> Path:
+    """Where the cache of a codec (or, folder=".features", a front-end) described by desc lives."""
+    digest = hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
+    return manifest.parent / folder / f"{desc['name']}-{digest}.safetensors"
 
 
 def load_cache(path: Path) -> dict[str, torch.Tensor]:
@@ -87,11 +88,12 @@ def load_cache(path: Path) -> dict[str, torch.Tensor]:
     return {key: value.long() for key, value in flat.items()}
 
 
-def save_cache(path: Path, codes: dict[str, torch.Tensor]) -> None:
+def save_cache(path: Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype = torch.int16) -> None:
+    """Write a cache atomically (temporary sibling, then rename), its tensors cast to dtype."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".codes-", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.parent.name.strip('.')}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    save_file({k: v.to(torch.int16).contiguous() for k, v in codes.items()}, tmp)
+    save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, tmp)
     os.replace(tmp, path)
 
 
@@ -143,17 +145,12 @@ def tokenise(manifest: str | os.PathLike, rows: list[dict], codec, workers: int 
     return {p: cache[p] for p in wanted}
 
 
-def features_cache_path(manifest: Path, frontend_desc: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(frontend_desc, sort_keys=True).encode()).hexdigest()[:12]
-    return manifest.parent / ".features" / f"{frontend_desc['name']}-{digest}.safetensors"
-
-
 def featurise(manifest: str | os.PathLike, rows: list[dict], frontend) -> dict[str, torch.Tensor]:
     """Front-end features [S, D] of every prompt audio in rows (relative path -> float32), cached
-    in fp16. One process: the Whisper encoder already uses the threads torch is given."""
+    in fp16, in one process."""
     manifest = Path(manifest)
-    path = features_cache_path(manifest, frontend.describe())
-    cache = {k: v for k, v in (load_file(str(path)) if path.is_file() else {}).items()}
+    path = cache_path(manifest, frontend.describe(), folder=".features")
+    cache = load_file(str(path)) if path.is_file() else {}
     wanted = sorted({r["prompt_audio"] for r in rows})
     todo = [p for p in wanted if p not in cache]
     if todo:
@@ -164,11 +161,7 @@ def featurise(manifest: str | os.PathLike, rows: list[dict], frontend) -> dict[s
             except ValueError as e:
                 raise ValueError(f"{manifest}: prompt {rel!r}: {e}") from None
             cache[rel] = feats.to(torch.float16)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".features-", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        save_file({k: v.contiguous() for k, v in cache.items()}, tmp)
-        os.replace(tmp, path)
+        save_cache(path, cache, torch.float16)
     return {p: cache[p].float() for p in wanted}
 
 
