@@ -150,13 +150,6 @@ class Pipeline:
             timings["encode"] = (time.perf_counter() - t) * 1e3
         return codes, features, timings
 
-    def encode(self, source, max_seconds: float = 60.0) -> tuple[torch.Tensor, dict]:
-        """Audio source -> the prompt's codec codes [K, F] and {load, encode} ms (token grids)."""
-        wav, load_ms = self.load(source, max_seconds)
-        t = time.perf_counter()
-        codes = self.codec.encode(wav, self.codec.sample_rate)
-        return codes, {"load": load_ms, "encode": (time.perf_counter() - t) * 1e3}
-
     def stream(
         self,
         source,
@@ -175,11 +168,11 @@ class Pipeline:
         prompt_codes: also encode the prompt with the codec (after the audio is out) for the
         token grids, when the model did not need them."""
         start = time.perf_counter()
+        max_frames = self.reply_frames(max_seconds)
         wav, load_ms = self.load(source, prompt_max_seconds)
         heard_from = time.perf_counter()
         prompt, features, timings = self.hear(wav)
         timings = {"load": load_ms, **timings}
-        max_frames = self.reply_frames(max_seconds)
         hop, sr = self.codec.hop_length, self.codec.sample_rate
         max_chunk = int(CHUNK_MS / 1000 * sr)
         decoder = self.codec.stream_decoder()
