@@ -9,8 +9,8 @@ the prototype): encode ms (the prompt as the model hears it: its front-end's fea
 and/or the codec's codes, 3 s of real speech: the CMU ARCTIC clip that s2s.bench uses), prefill
 ms, decode ms per reply frame (median and p90, s2s.bench's time_generation), time to first
 audio (prompt heard -> first audio chunk ready, through Pipeline.stream; speech_end_to_audio_ms
-adds the hearing: the whole prompt in hand -> first audio chunk ready), realtime factor (reply seconds per second of generate + decode), peak
-memory, device and torch thread count. One warm-up run is excluded everywhere; figures are
+adds the hearing: the whole prompt in hand -> first audio chunk ready), realtime factor
+(reply seconds per second of generate + decode), peak memory, device and torch thread count. One warm-up run is excluded everywhere; figures are
 medians over `repeats` timed runs.
 
 Peak memory: each row normally runs in its own subprocess (memory_scope "subprocess": the

@@ -86,10 +86,8 @@ def evaluate_checkpoint(pipe, name: str, rows: list[dict], prompts: dict, refere
         ref_s = len(ref) / REFERENCE_RATE
         cap = max_reply_seconds if max_reply_seconds else REPLY_RATIO * ref_s + REPLY_MARGIN_S
         cap = min(cap, limit_s)
-        r = {"checkpoint": name, "id": row["id"], "intent": row["intent"], "voice": row["voice"],
-             "accent": row["accent"], "split": row["split"], "response_text": row["response_text"],
-             "prompt_seconds": len(prompts[row["id"]]) / REFERENCE_RATE, "reference_seconds": ref_s,
-             "max_reply_seconds": cap, "error": ""}
+        r = {**utterance_row(name, row, ref), "prompt_seconds": len(prompts[row["id"]]) / REFERENCE_RATE,
+             "max_reply_seconds": cap}
         out.append(r)
         try:
             reply = pipe.respond((prompts[row["id"]], REFERENCE_RATE), max_seconds=cap, prompt_codes=False,
@@ -142,23 +140,28 @@ def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[st
     from s2s.audio import resample
 
     name = f"ceiling: {codec.name}"
-    round_trips: dict[str, tuple[np.ndarray, str | None]] = {}
+    round_trips: dict[str, np.ndarray] = {}  # reference path -> its round trip, made once
+    transcripts: dict[str, str] = {}  # and transcribed once
     out = []
     for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
         ref = references[row["response_audio"]]
         key = str(row["response_audio"])
-        r = {"checkpoint": name, "id": row["id"], "intent": row["intent"], "voice": row["voice"],
-             "accent": row["accent"], "split": row["split"], "response_text": row["response_text"],
-             "reference_seconds": len(ref) / REFERENCE_RATE, "error": ""}
-        out.append(r)
         if key not in round_trips:
             wav = torch.from_numpy(resample(ref, REFERENCE_RATE, codec.sample_rate).astype(np.float32))
             audio = codec.decode(codec.encode(wav, codec.sample_rate)).numpy()
             if codec.sample_rate != REFERENCE_RATE:
                 audio = resample(audio, codec.sample_rate, REFERENCE_RATE)
-            round_trips[key] = (audio.astype(np.float32), None)
-        audio, transcript = round_trips[key]
-        r.update(reply_seconds=len(audio) / REFERENCE_RATE)
-        score_reply(r, row, audio, ref, answers, asr, pool, transcript=transcript)
-        round_trips[key] = (audio, r["transcript"])
+            round_trips[key] = audio.astype(np.float32)
+        audio = round_trips[key]
+        r = {**utterance_row(name, row, ref), "reply_seconds": len(audio) / REFERENCE_RATE}
+        out.append(r)
+        score_reply(r, row, audio, ref, answers, asr, pool, transcript=transcripts.get(key))
+        transcripts[key] = r["transcript"]
     return out
+
+
+def utterance_row(name: str, row: dict, ref: np.ndarray) -> dict:
+    """The fields every scored utterance row starts with (checkpoint name, the manifest row's labels)."""
+    return {"checkpoint": name, "id": row["id"], "intent": row["intent"], "voice": row["voice"],
+            "accent": row["accent"], "split": row["split"], "response_text": row["response_text"],
+            "reference_seconds": len(ref) / REFERENCE_RATE, "error": ""}
