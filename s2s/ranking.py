@@ -25,8 +25,8 @@ def answer_scores(model, pair: Pair, answers: list[torch.Tensor], steps: int) ->
     steps (a shorter answer's EOS counts; the mean keeps answers of different lengths comparable)."""
     cfg = model.cfg
     device = model.embedding.weight.device
-    batch = collate([Pair("", pair.prompt, a, features=pair.features) for a in answers], cfg.cardinality)
-    reply_in, target = batch.reply_in[..., :steps].to(device), batch.target[..., :steps].to(device)
+    batch = collate([Pair("", pair.prompt, a, features=pair.features) for a in answers], cfg.cardinality, steps)
+    reply_in, target = batch.reply_in.to(device), batch.target.to(device)
     length, pad = target.shape[-1], patterns.special_ids(cfg.cardinality)["pad"]
     one = collate([pair], cfg.cardinality).to(device)
     memory, _ = model.encode_prompt(one.prompt, None, one.features, None)
