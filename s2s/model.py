@@ -193,8 +193,13 @@ class DecoderBlock(nn.Module):
             y = self.self_attn.attend(h, k, v, is_causal=True)
         else:
             k_cache, v_cache = cache
-            k_cache.index_copy_(2, pos, k.to(k_cache.dtype))
-            v_cache.index_copy_(2, pos, v.to(v_cache.dtype))
+            if pos.dim() == 2:  # [B, 1]: each row at its own step (sessions batched by s2s/scheduler.py)
+                rows = torch.arange(k.shape[0], device=k.device)
+                k_cache[rows, :, pos[:, 0]] = k[:, :, 0].to(k_cache.dtype)
+                v_cache[rows, :, pos[:, 0]] = v[:, :, 0].to(v_cache.dtype)
+            else:
+                k_cache.index_copy_(2, pos, k.to(k_cache.dtype))
+                v_cache.index_copy_(2, pos, v.to(v_cache.dtype))
             y = self.self_attn.attend(h, k_cache, v_cache, mask=self_mask)
         x = x + self.drop(y)
         x = x + self.drop(self.cross_attn.attend(self.ln2(x), *cross_kv, mask=cross_mask))
@@ -247,7 +252,7 @@ class S2SModel(nn.Module):
             nn.init.normal_(self.prompt_type, mean=0.0, std=0.5)
 
     def embed(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """tokens [B, K, T], pos [T] -> [B, T, D]."""
+        """tokens [B, K, T], pos [T] (or [B, 1]: a position per row) -> [B, T, D]."""
         x = self.embedding(tokens + self.codebook_offsets[None, :, None]).sum(dim=1)
         return self.drop(x + self.positions[pos])
 
@@ -312,7 +317,8 @@ class S2SModel(nn.Module):
         return logits.view(b, t, k, v).transpose(1, 2)
 
     def decode(self, steps, pos, cross_kvs, cross_mask=None, caches=None, self_mask=None):
-        """steps [B, K, T] at positions pos [T] -> logits [B, K, T, V]."""
+        """steps [B, K, T] at positions pos [T] -> logits [B, K, T, V]. pos [B, 1]: one step,
+        each row at its own position (its KV cache slot written there; self_mask says what it sees)."""
         x = self.embed(steps, pos)
         for i, block in enumerate(self.blocks):
             cache = None if caches is None else caches[i]
