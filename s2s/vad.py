@@ -31,6 +31,7 @@ import torch
 
 VAD_RATE = 16000
 WINDOW = 512  # samples per VAD decision at 16 kHz (32 ms)
+TRAILING_S = 0.1  # silence kept at the end of a turn
 
 _model_lock = threading.Lock()
 _shared: list = []  # the one loaded OnnxWrapper, filled on first use (not at import)
@@ -59,9 +60,11 @@ def _silero():
 
 @dataclass
 class VadEvent:
-    kind: str  # "start" (speech began) or "end" (the turn is over)
-    at: float  # seconds from the start of the stream: where speech started / ended
-    audio: np.ndarray | None = None  # "end" only: the turn, float32 mono [T] at sample_rate
+    kind: str  # "start" (speech began), "end" (the turn is over); with pause_events also
+    # "pause" (silence began: the turn's audio as "end" will give it if the silence lasts) and
+    # "resume" (speech came back after a pause: the turn goes on)
+    at: float  # seconds from the start of the stream: where speech started / ended / resumed
+    audio: np.ndarray | None = None  # "end" and "pause": the turn, float32 mono [T] at sample_rate
     sample_rate: int = VAD_RATE  # the microphone's own rate (the turn is not resampled)
 
 
@@ -71,6 +74,9 @@ class TurnDetector:
     threshold: speech probability that counts as speech; silence is below threshold - 0.15
     (silero's own hysteresis). min_speech_ms: speech needed before a turn starts (coughs and
     clicks shorter than this are ignored). end_silence_ms: silence that ends a turn.
+    pause_events: also say "pause" as soon as the turn's audio is final (TRAILING_S of
+    silence) and "resume" if speech comes back, so a reply can be prepared while the end of
+    the turn is still being waited for (the conversation mode does).
 
     The VAD hears each chunk resampled to 16 kHz on its own (edge effects do not matter to a
     speech/silence decision); the turn handed out is cut from the chunks as they came, at
@@ -85,6 +91,7 @@ class TurnDetector:
         end_silence_ms: float = 600.0,
         pre_roll_ms: float = 200.0,
         max_turn_seconds: float = 30.0,
+        pause_events: bool = False,
     ) -> None:
         if not 0.15 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0.15, 1), got {threshold!r}")
@@ -97,6 +104,8 @@ class TurnDetector:
         self.end_silence = max(1, int(end_silence_ms / 1000 * VAD_RATE / WINDOW + 0.5))
         self.pre_roll = int(pre_roll_ms / 1000 * VAD_RATE)  # 16 kHz samples
         self.max_turn = int(max_turn_seconds * VAD_RATE)
+        # "pause" once the turn's audio is final if the silence lasts (TRAILING_S of it kept)
+        self.pause = -(-int(TRAILING_S * VAD_RATE) // WINDOW) if pause_events else None
         self.vad = copy.copy(_silero())  # shares the ONNX session, owns its recurrent state
         self.reset()
 
@@ -157,16 +166,27 @@ class TurnDetector:
                 self.in_turn, self._silence_run = True, 0
                 return VadEvent("start", (self._pos - self._speech_run) * WINDOW / VAD_RATE)
             return None
-        self._silence_run = self._silence_run + 1 if prob < self.threshold - 0.15 else 0
+        silent = prob < self.threshold - 0.15
+        resumed = not silent and self.pause is not None and self._silence_run >= self.pause
+        self._silence_run = self._silence_run + 1 if silent else 0
+        end = now - self._silence_run * WINDOW  # start of the final silent run
         if self._silence_run >= self.end_silence or now - self._turn_start >= self.max_turn:
-            end = now - self._silence_run * WINDOW  # start of the final silent run
-            # keep a little of the trailing silence (up to 100 ms) so the last phoneme's decay stays
-            stop = int(round((end + min(self._silence_run * WINDOW, VAD_RATE // 10)) * self.rate / VAD_RATE))
-            audio = self._raw[: stop - self._raw_first].copy()
+            audio = self._turn_audio(end)
             self._keep_from(now)
             self.in_turn, self._speech_run, self._silence_run = False, 0, 0
             return VadEvent("end", end / VAD_RATE, audio, self.rate)
+        if resumed:
+            return VadEvent("resume", self._pos * WINDOW / VAD_RATE)
+        if self._silence_run == self.pause:
+            return VadEvent("pause", end / VAD_RATE, self._turn_audio(end), self.rate)
         return None
+
+    def _turn_audio(self, end: int) -> np.ndarray:
+        """The turn from its kept start to 16 kHz index `end` (where speech stopped), plus a little
+        of the trailing silence (up to TRAILING_S) so the last phoneme's decay stays."""
+        keep = min(self._silence_run * WINDOW, int(TRAILING_S * VAD_RATE))
+        stop = int(round((end + keep) * self.rate / VAD_RATE))
+        return self._raw[: stop - self._raw_first].copy()
 
 
 def to_mono_float(chunk) -> np.ndarray:

@@ -118,3 +118,18 @@ def test_importing_silero_keeps_torch_threads():
             "print(torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "2"
+
+
+def test_pause_gives_the_turn_early_and_resume_takes_it_back(utterance):
+    x, start, end = utterance
+    det = TurnDetector(end_silence_ms=1000, pause_events=True)
+    clip = np.concatenate([silence(0.5), x, silence(0.4), x, silence(1.2)])
+    events = feed(det, clip, VAD_RATE, chunk_s=0.02)  # 20 ms frames, as the conversation mode sends
+    kinds = [e.kind for e in events]
+    # the 0.4 s gap: a pause, then speech resumes; the final silence: a pause, then the end
+    assert kinds.count("start") == 1 and kinds.count("end") == 1
+    assert kinds[-2:] == ["pause", "end"] and "resume" in kinds
+    pause, last = events[-2], events[-1]
+    assert pause.at == last.at and np.array_equal(pause.audio, last.audio)  # the turn was final at the pause
+    assert det.pause * 512 / VAD_RATE < 0.2  # ... after ~0.13 s of silence instead of 1 s
+    assert kinds.index("resume") > kinds.index("pause")
