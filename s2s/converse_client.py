@@ -1,0 +1,130 @@
+"""A simulated conversation client: streams spoken prompts over the conversation WebSocket in
+real time, as a microphone would, and times what comes back (scripts/converse_load.py, tests).
+
+    log = asyncio.run(converse("ws://127.0.0.1:7860/converse/ws", [wav1, wav2], rate=24000))
+    log.turns[0]["first_audio_s"]      # speech end -> first reply audio received, seconds
+
+Each prompt is sent in 20 ms frames paced by the clock, followed by silence until its reply has
+ended and would have finished playing (or `reply_timeout_s`), then the next prompt. Speech end of a prompt: its last 10 ms
+block louder than -34 dBFS, so the time counts from when the person really stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FRAME_S = 0.02
+
+
+def speech_end(x: np.ndarray, rate: int) -> float:
+    """Seconds into x where its last 10 ms block with a peak above 0.02 ends."""
+    block = max(1, rate // 100)
+    peaks = np.abs(x[: x.size // block * block]).reshape(-1, block).max(axis=1)
+    loud = np.flatnonzero(peaks > 0.02)
+    return float((loud[-1] + 1) * block / rate) if loud.size else 0.0
+
+
+@dataclass
+class ClientLog:
+    ready: dict | None = None
+    turns: list[dict] = field(default_factory=list)  # per prompt: speech end, first audio, reply
+    events: list[tuple[float, str]] = field(default_factory=list)  # (client time, type)
+    audio: dict[int, bytearray] = field(default_factory=dict)  # turn number -> reply PCM (int16)
+    close_code: int | None = None
+    close_reason: str = ""
+    error: str = ""
+
+
+async def converse(url: str, prompts: list[np.ndarray], rate: int = 24000, *, reply_timeout_s: float = 20.0,
+                   lead_silence_s: float = 0.3, tail_silence_s: float = 0.6, start: dict | None = None,
+                   open_timeout_s: float = 30.0) -> ClientLog:
+    """Talk through `prompts` (float32 mono at `rate`), one turn each; returns what happened."""
+    import websockets
+
+    log = ClientLog()
+    frame = int(rate * FRAME_S)
+    try:
+        async with websockets.connect(url, max_size=2**22, open_timeout=open_timeout_s) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": rate, **(start or {})}))
+            msg = json.loads(await asyncio.wait_for(ws.recv(), open_timeout_s))
+            if msg.get("type") != "ready":
+                raise RuntimeError(f"expected ready, got {msg}")
+            log.ready = msg
+            reply_done = asyncio.Event()
+            current: dict = {}
+
+            async def receive():
+                async for m in ws:
+                    now = time.perf_counter()
+                    if isinstance(m, bytes):
+                        number = struct.unpack("<I", m[:4])[0]
+                        log.audio.setdefault(number, bytearray()).extend(m[4:])
+                        if current and current.get("number") == number and "first_audio_at" not in current:
+                            current["first_audio_at"] = now
+                        continue
+                    msg = json.loads(m)
+                    log.events.append((now, msg["type"]))
+                    if msg["type"] == "turn":
+                        current.update(number=msg["turn"], decided_at=now)
+                    elif msg["type"] == "reply_end" and msg.get("turn") == current.get("number"):
+                        current.update(ended_at=now, timings=msg.get("timings", {}), frames=msg.get("frames"))
+                        reply_done.set()
+                    elif msg["type"] == "ignored":
+                        current.update(ignored=msg.get("reason"))
+                        reply_done.set()
+
+            receiver = asyncio.create_task(receive())
+            t0 = time.perf_counter()
+            sent = 0  # frames sent: the pacing clock
+
+            async def send(samples: np.ndarray):
+                nonlocal sent
+                pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+                for i in range(0, len(pcm), frame):
+                    delay = t0 + sent * FRAME_S - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await ws.send(pcm[i:i + frame].tobytes())
+                    sent += 1
+
+            silence = np.zeros(frame, np.float32)
+            await send(np.zeros(int(lead_silence_s * rate), np.float32))
+            for x in prompts:
+                current.clear()
+                reply_done.clear()
+                began = t0 + sent * FRAME_S
+                await send(x)
+                end_at = began + speech_end(x, rate)
+                deadline = time.perf_counter() + reply_timeout_s
+                while not reply_done.is_set() and time.perf_counter() < deadline:
+                    await send(silence)
+                # a person listens to the reply before speaking again (else it is a barge-in)
+                played = current.get("first_audio_at", 0) + current.get("timings", {}).get("reply_seconds", 0)
+                while time.perf_counter() < min(played, deadline):
+                    await send(silence)
+                await send(np.zeros(int(tail_silence_s * rate), np.float32))
+                turn = {"speech_end_at": end_at, **current}
+                if "first_audio_at" in turn:
+                    turn["first_audio_s"] = turn["first_audio_at"] - end_at
+                if "decided_at" in turn:
+                    turn["decided_s"] = turn["decided_at"] - end_at
+                reply_s = turn.get("timings", {}).get("reply_seconds")
+                if "ended_at" in turn and "decided_at" in turn and reply_s:
+                    turn["reply_seconds"] = reply_s
+                    turn["realtime_factor"] = reply_s / max(turn["ended_at"] - turn["decided_at"], 1e-6)
+                turn["completed"] = reply_done.is_set() and "ignored" not in turn
+                log.turns.append(turn)
+            await ws.close()
+            await asyncio.wait_for(receiver, 5)
+    except Exception as e:  # noqa: BLE001 - every failure is reported in the log, per client
+        close = getattr(e, "rcvd", None)
+        if close is not None:
+            log.close_code, log.close_reason = close.code, close.reason
+        log.error = f"{type(e).__name__}: {e}"
+    return log
