@@ -1,5 +1,6 @@
-"""Whisper ASR: faster-whisper (default, offline; tiny.en bundled, base from two packages) and openai-whisper. Transcribes replies for
-training's spoken check, the app and eval's WER (eval.asr re-exports load_asr).
+"""Whisper ASR: faster-whisper (default, offline; tiny.en bundled, base from two packages) and
+openai-whisper. Transcribes replies for training's spoken check, the app and eval's WER
+(eval.asr re-exports load_asr).
 
     from s2s.asr import load_asr
     asr = load_asr()                  # best backend available offline
@@ -17,14 +18,15 @@ Specs for load_asr(spec):
                                       are joined once into the cache folder (S2S_CACHE, default
                                       ~/.cache/s2s), written to a temporary file, checked against
                                       BASE_SHA256 and renamed into place; a later load re-checks
-                                      the sha256. ~1.7x tiny.en's time, fewer word errors.
+                                      the sha256. 1.7-2x tiny.en's time, fewer word errors.
     "faster-whisper:/path/ct2dir"     a local CTranslate2 Whisper directory (model.bin, config.json, ...)
     "openai-whisper:tiny.en"          whisper.load_model(name, download_root=...): a cached or
                                       downloaded official checkpoint (downloads fail offline)
     "openai-whisper:/path/model.pt"   a local openai-whisper checkpoint
 
-Decoding is deterministic: language "en" (base is multilingual: the language is never detected), beam search (beam_size 5), temperature 0 with no
-fallback, no conditioning on previous text, no VAD filter. faster-whisper runs int8 on the
+Decoding is deterministic: language "en" (base is multilingual: the language is never
+detected), beam search (beam_size 5), temperature 0 with no fallback, no conditioning on
+previous text, no VAD filter. faster-whisper runs int8 on the
 CPU with cpu_threads=2. Audio is resampled to 16 kHz (soxr HQ) inside transcribe().
 
 Run the checks: python -m pytest -q tests/test_asr.py
