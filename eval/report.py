@@ -36,8 +36,8 @@ UTTERANCE_COLUMNS = (
     "checkpoint", "id", "intent", "voice", "accent", "split", "prompt_seconds", "reference_seconds",
     "max_reply_seconds", "reply_seconds", "reply_frames", "response_text", "transcript", "wer",
     "word_errors", "ref_words", "answer_pred", "answer_correct", "mcd", "mcd_frames", "log_f0_rmse",
-    "log_f0_rmse_cents", "vuv_error", "f0_frames", "speaker_sim", "encode_ms", "prefill_ms", "first_frame_ms",
-    "time_to_first_audio_ms", "generate_ms", "decode_ms", "total_ms", "realtime_factor", "error",
+    "log_f0_rmse_cents", "vuv_error", "f0_frames", "speaker_sim", "encode_ms", "prefill_ms",
+    "first_frame_ms", "time_to_first_audio_ms", "generate_ms", "decode_ms", "total_ms", "realtime_factor", "error",
     "metric_error",
 )
 QUALITY_COLUMNS = ("n", "n_failed", "wer", "mean_utterance_wer", "answer_accuracy", "mcd_mean", "mcd_median",

