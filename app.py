@@ -7,7 +7,8 @@
 
 Tabs: Talk (record or upload, the reply streams back while it is generated, token grids and
 timings beside it), Hands-free (voice activity ends your turn, speaking over the reply stops
-it), Codec (a clip through every codec available, with MCD / log-F0 RMSE / WER), Evaluate
+it), Conversation (the same over a WebSocket and an AudioWorklet, several people at once,
+batched), Codec (a clip through every codec available, with MCD / log-F0 RMSE / WER), Evaluate
 (eval.run over a checkpoints folder), Model (the live checkpoint's card and loss curve).
 
 UI only: models load on first use (or in main() before launching), never at import; all state
@@ -27,9 +28,11 @@ from pathlib import Path
 import gradio as gr
 
 from s2s.codec import CodecUnavailable
+from s2s.converse import Limits
 from s2s.pipeline import PROTOTYPE
 from s2s.serving import FolderGuard, ModelCache, codec_label, example_prompts
 from tabs import codec as codec_tab
+from tabs import converse as converse_tab
 from tabs import evaluate as evaluate_tab
 from tabs import handsfree as handsfree_tab
 from tabs import model as model_tab
@@ -122,10 +125,12 @@ class Workbench:
 
 
 
-def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, **options) -> gr.Blocks:
+def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, converse_limits=None,
+             **options) -> gr.Blocks:
     """The app's Blocks. workbench: a ready Workbench (tests pass one with loader overrides);
     else one is made from options (checkpoint, device, roots, pipeline_loader, codec_loader,
-    asr_loader, evaluate, examples). concurrency: replies generated at once (the rest queue)."""
+    asr_loader, evaluate, examples). concurrency: replies generated at once (the rest queue).
+    converse_limits: the Conversation tab's s2s.converse.Limits (sessions, end-of-turn silence)."""
     wb = workbench or Workbench(**options)
     with gr.Blocks(title="s2s workbench") as demo:
         gr.Markdown("## s2s workbench · speech in, speech out, no text in between")
@@ -139,6 +144,7 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, **opti
         with gr.Tabs():
             settings = talk_tab.build(wb, ckpt, concurrency)
             handsfree_tab.build(wb, ckpt, settings, concurrency)
+            converse_tab.build(wb)
             codec_tab.build(wb)
             folder = evaluate_tab.build(wb)
             card, loss_plot = model_tab.build(wb)
@@ -148,13 +154,17 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, **opti
                 wb.model_card, ckpt, [card, loss_plot], api_visibility="private")
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     demo.workbench = wb  # for tests and scripts
+    demo.converse = converse_tab.server(wb, converse_limits)  # its WebSocket route: launch() mounts it
     return demo
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, **kwargs):
-    """demo.launch with the app's limits and look (Gradio 6 takes theme and css here)."""
+    """demo.launch with the app's limits and look (Gradio 6 takes theme and css here), and the
+    conversation WebSocket route on Gradio's own FastAPI app (same port; wss on a Space)."""
+    routes = [demo.converse.route(converse_tab.PATH)] if getattr(demo, "converse", None) else []
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-                       css=CSS, theme=gr.themes.Soft(), footer_links=["api", "gradio"], **kwargs)
+                       css=CSS, theme=gr.themes.Soft(), footer_links=["api", "gradio"],
+                       app_kwargs={"routes": routes}, **kwargs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -169,6 +179,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--root", action="append", default=None,
                    help="a folder visitors may pick checkpoints from (repeatable; default: assets/ and ckpts/)")
     p.add_argument("--concurrency", type=int, default=2, help="replies generated at once; the rest queue")
+    p.add_argument("--max-conversations", type=int, default=Limits.max_sessions,
+                   help="Conversation tab: sessions at once, batched by one scheduler (more get 'busy')")
+    p.add_argument("--end-silence-ms", type=float, default=Limits.end_silence_ms,
+                   help="Conversation tab: the silence that ends a turn")
     return p.parse_args(argv)
 
 
@@ -189,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         log.warning("no checkpoint: the bundled prototype %s is missing; pick one in the page", PROTOTYPE)
     wb.models.encodec_status()  # the banner says whether EnCodec is available; find out once, now
-    launch(build_ui(wb, concurrency=args.concurrency), args.host, args.port, args.share)
+    limits = Limits(max_sessions=args.max_conversations, end_silence_ms=args.end_silence_ms)
+    launch(build_ui(wb, concurrency=args.concurrency, converse_limits=limits), args.host, args.port, args.share)
 
 
 if __name__ == "__main__":
