@@ -36,6 +36,7 @@ class ClientLog:
     turns: list[dict] = field(default_factory=list)  # per prompt: speech end, first audio, reply
     events: list[tuple[float, str]] = field(default_factory=list)  # (client time, type)
     audio: dict[int, bytearray] = field(default_factory=dict)  # turn number -> reply PCM (int16)
+    codes: dict[int, list] = field(default_factory=dict)  # turn number -> reply frames [[K codes], ...]
     close_code: int | None = None
     close_reason: str = ""
     error: str = ""
@@ -70,7 +71,9 @@ async def converse(url: str, prompts: list[np.ndarray], rate: int = 24000, *, re
                         continue
                     msg = json.loads(m)
                     log.events.append((now, msg["type"]))
-                    if msg["type"] == "turn":
+                    if msg["type"] == "codes":
+                        log.codes.setdefault(msg["turn"], []).extend(msg["codes"])
+                    elif msg["type"] == "turn":
                         current.update(number=msg["turn"], decided_at=now)
                     elif msg["type"] == "reply_end" and msg.get("turn") == current.get("number"):
                         current.update(ended_at=now, timings=msg.get("timings", {}), frames=msg.get("frames"))
@@ -114,10 +117,11 @@ async def converse(url: str, prompts: list[np.ndarray], rate: int = 24000, *, re
                     turn["first_audio_s"] = turn["first_audio_at"] - end_at
                 if "decided_at" in turn:
                     turn["decided_s"] = turn["decided_at"] - end_at
-                reply_s = turn.get("timings", {}).get("reply_seconds")
-                if "ended_at" in turn and "decided_at" in turn and reply_s:
-                    turn["reply_seconds"] = reply_s
-                    turn["realtime_factor"] = reply_s / max(turn["ended_at"] - turn["decided_at"], 1e-6)
+                timings = turn.get("timings", {})
+                if timings.get("reply_seconds") and timings.get("generate_ms"):
+                    # reply audio per second of the server's work on it (hearing, generating, decoding)
+                    turn["reply_seconds"] = timings["reply_seconds"]
+                    turn["realtime_factor"] = timings["reply_seconds"] / (timings["generate_ms"] / 1e3)
                 turn["completed"] = reply_done.is_set() and "ignored" not in turn
                 log.turns.append(turn)
             await ws.close()

@@ -1,0 +1,176 @@
+"""The conversation WebSocket server, served for real (uvicorn) and talked to by real clients:
+concurrent conversations each get their own reply, bad clients are closed with a reason while
+the others go on, and every closed session frees what it held."""
+
+import asyncio
+import json
+import socket
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from s2s.converse import ConverseServer, Limits
+from s2s.converse_client import converse
+from s2s.pipeline import load_pipeline
+
+pytestmark = pytest.mark.slow
+RATE = 24000
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("converse")
+    out = []
+    for i, text in enumerate(["Turn the lights on, please.", "What is the weather like today?",
+                              "Tell me a joke."]):
+        subprocess.run(["espeak-ng", "-w", str(d / f"{i}.wav"), text], check=True)
+        x, sr = sf.read(d / f"{i}.wav", dtype="float32")
+        out.append(soxr.resample(x, sr, RATE).astype(np.float32))
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    """The bundled prototype: a model that listens, so different questions get different replies."""
+    return load_pipeline(None, "cpu")
+
+
+def serve(server: ConverseServer):
+    import uvicorn
+    from starlette.applications import Starlette
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(Starlette(routes=[server.route()]), host="127.0.0.1", port=port,
+                                       log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    return uv, thread, f"ws://127.0.0.1:{port}/converse/ws"
+
+
+@pytest.fixture
+def running(pipeline):
+    def start(**limits):
+        server = ConverseServer(lambda: pipeline, Limits(max_reply_seconds=1.0, **limits))
+        uv, thread, url = serve(server)
+        started.append((server, uv, thread))
+        return server, url
+
+    started = []
+    yield start
+    for server, uv, thread in started:
+        uv.should_exit = True
+        thread.join(10)
+        server.close()
+
+
+def freed(server, timeout=5.0):
+    """Every session gone and every scheduler row free (after the server's own cleanup)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not server.sessions and (server.scheduler is None or server.scheduler.busy_rows == 0):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+GREEDY = {"temperature": 0}
+
+
+def test_concurrent_conversations_each_get_their_own_reply(running, prompts):
+    server, url = running(max_sessions=4)
+    alone = [asyncio.run(converse(url, [p], RATE, start=GREEDY)) for p in prompts]
+    for log in alone:
+        assert not log.error and log.turns[0]["completed"], log.error
+        assert len(log.audio[log.turns[0]["number"]]) > 0.5 * RATE * 2  # at least 0.5 s of reply audio
+
+    async def together():
+        return await asyncio.gather(*(converse(url, [p], RATE, start=GREEDY) for p in prompts))
+
+    both = asyncio.run(together())
+    for a, b in zip(alone, both):
+        assert not b.error and b.turns[0]["completed"]
+        # greedy replies do not depend on who else is talking: the same codes, frame for frame
+        assert a.codes[a.turns[0]["number"]] == b.codes[b.turns[0]["number"]]
+        assert len(b.audio[b.turns[0]["number"]]) == len(a.audio[a.turns[0]["number"]])
+    replies = {str(b.codes[b.turns[0]["number"]]) for b in both}
+    assert len(replies) == len(prompts)  # and each person got the reply to their own question
+    assert server.scheduler.stats["rows"] > server.scheduler.stats["steps"]  # decode steps were shared
+    assert freed(server)
+
+
+async def raw(url, start, frames, wait=5.0):
+    """A hand-made client: send `start` (dict or raw text), then `frames`; return the close."""
+    import websockets
+
+    try:
+        async with websockets.connect(url) as ws:
+            await ws.send(start if isinstance(start, str) else json.dumps(start))
+            for f in frames:
+                await ws.send(f)
+            while True:
+                await asyncio.wait_for(ws.recv(), wait)
+    except websockets.ConnectionClosed as e:
+        return e.rcvd.code, e.rcvd.reason
+
+
+def test_bad_clients_are_closed_with_a_reason_and_the_others_go_on(running, prompts):
+    server, url = running(max_sessions=8)
+    ok = {"type": "start", "sample_rate": RATE}
+    frame = np.zeros(480, "<i2").tobytes()
+    bad = [
+        ("not json", [], 1008, "first message"),
+        ({"type": "start", "sample_rate": 1000}, [], 1008, "sample_rate must be an int in [8000, 48000]"),
+        ({"type": "start", "sample_rate": RATE, "temperature": -1}, [], 1008, "temperature"),
+        (ok, [b"\x00" * 4800], 1009, "at most 1920"),  # 100 ms in one frame
+        (ok, [b"\x00\x01\x02"], 1003, "even"),
+        (ok, ["a text frame"], 1003, "binary audio"),
+        (ok, [frame] * 300, 1008, "flooding"),  # 6 s of audio at once
+    ]
+
+    async def everyone():
+        good = converse(url, prompts[:1], RATE, start=GREEDY)
+        return await asyncio.gather(good, *(raw(url, s, f) for s, f, _, _ in bad))
+
+    good, *closes = asyncio.run(everyone())
+    for (code, reason), (_, _, want_code, want) in zip(closes, bad):
+        assert code == want_code and want in reason, (code, reason)
+    assert not good.error and good.turns[0]["completed"]  # the good conversation was not disturbed
+    assert freed(server)
+
+
+def test_busy_idle_and_a_client_that_leaves_mid_reply(running, prompts):
+    server, url = running(max_sessions=1, idle_timeout_s=1.0)
+
+    async def scenario():
+        import websockets
+
+        async with websockets.connect(url) as first:
+            await first.send(json.dumps({"type": "start", "sample_rate": RATE}))
+            await first.recv()  # ready
+            busy = await raw(url, {"type": "start", "sample_rate": RATE}, [])
+            # stream a question, then leave as soon as the reply starts
+            pcm = (np.concatenate([np.zeros(RATE // 4), prompts[0], np.zeros(RATE)]) * 32767).astype("<i2")
+            t0 = time.perf_counter()
+            for i in range(0, len(pcm), 480):
+                await asyncio.sleep(max(0.0, t0 + i / RATE - time.perf_counter()))
+                await first.send(pcm[i:i + 480].tobytes())
+            while not isinstance(await first.recv(), bytes):
+                pass
+        left = freed(server)
+        idle = await raw(url, {"type": "start", "sample_rate": RATE}, [], wait=5.0)
+        return busy, left, idle
+
+    busy, left, idle = asyncio.run(scenario())
+    assert busy[0] == 1013 and "busy" in busy[1]
+    assert left  # the reply's scheduler row, tasks and session were freed
+    assert idle[0] == 1000 and "idle for 1 s" in idle[1]
+    assert freed(server)
