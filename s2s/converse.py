@@ -28,7 +28,9 @@ turn's audio is final (s2s/vad.py "pause"), so the front-end, the prefill and th
 frames run while the end-of-turn silence is still being waited for; the audio is held until
 the end is decided and dropped if the person goes on speaking. What is left after the decision
 is sending the held audio. Barge-in: speech that starts while a reply is generated or still
-playing cancels it and tells the page to stop.
+playing cancels it and tells the page to stop; if that speech came within JOIN_S of the end
+of the turn, the turn had been cut too early (a pause mid-sentence), and the next turn is heard
+joined to it.
 
 Every session owns a VAD state, at most one reply (a scheduler row) and two tasks (receiving
 and sending); closing the socket, any error or a limit frees all of them. Sessions share
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 
 PUSH_FRAMES = 4  # after the first chunk, decode and send every 4 frames (53 ms of audio)
 PLAYBACK_SLACK_S = 0.15  # the page's jitter buffer and output latency, for "still playing"
+JOIN_S = 1.0  # speech this soon after a turn was ended means it was ended too early: join them
 RATES = (8000, 48000)  # microphone sample rates accepted
 
 
@@ -68,7 +71,7 @@ class Limits:
     """What one server takes. end_silence_ms: the silence that ends a turn (README: its choice)."""
 
     max_sessions: int = 8
-    end_silence_ms: float = 250.0
+    end_silence_ms: float = 224.0  # 7 VAD windows: 7% false cut-ins on the bundled prompts (README)
     min_speech_ms: float = 96.0
     max_turn_seconds: float = 20.0
     max_reply_seconds: float = 10.0
@@ -162,6 +165,7 @@ class Session:
         self.server, self.ws, self.id, self.limits = server, ws, sid, server.limits
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.turn: Turn | None = None  # the reply being prepared, generated or played
+        self.carry: np.ndarray | None = None  # a turn ended too early: heard again with the next
         self.turns = 0
         self.playing_until = 0.0
         self.tasks: list[asyncio.Task] = []
@@ -270,6 +274,8 @@ class Session:
                 self.cancel_turn()  # barge-in
                 self.playing_until = 0.0
                 self.put_json(type="barge_in", turn=turn.number)
+                if now - turn.decided < JOIN_S:  # the person had not finished: a false cut-in
+                    self.carry = turn.audio
         elif ev.kind == "pause":
             self.cancel_turn()
             self.turns += 1
@@ -331,6 +337,10 @@ class Turn:
     def __init__(self, session: Session, number: int, ev, confirmed: bool):
         self.session, self.number, self.at = session, number, ev.at
         self.audio, self.rate = ev.audio, ev.sample_rate
+        self.joined = 0  # samples of an earlier turn, ended too early, heard before this one
+        if session.carry is not None:
+            self.joined = len(session.carry)
+            self.audio = np.concatenate([session.carry, ev.audio])
         self.confirmed, self.cancelled, self.finished = confirmed, False, False
         self.held: list = []
         self.job = None
@@ -345,7 +355,9 @@ class Turn:
         """The end of this turn is decided: what was held goes out, and the rest as it comes."""
         self.confirmed, self.decided = True, now
         self.timings["prepared_before_end_ms"] = (now - self.created) * 1e3
-        self.session.put_json(type="turn", turn=self.number, speech_end=round(self.at, 4))
+        self.session.carry = None
+        self.session.put_json(type="turn", turn=self.number, speech_end=round(self.at, 4),
+                              joined_s=round(self.joined / self.rate, 3))
         for kind, payload in self.held:
             self._out(kind, payload)
         self.held = []

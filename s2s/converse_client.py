@@ -34,7 +34,7 @@ def speech_end(x: np.ndarray, rate: int) -> float:
 class ClientLog:
     ready: dict | None = None
     turns: list[dict] = field(default_factory=list)  # per prompt: speech end, first audio, reply
-    events: list[tuple[float, str]] = field(default_factory=list)  # (client time, type)
+    events: list[tuple[float, dict]] = field(default_factory=list)  # (client time, message)
     audio: dict[int, bytearray] = field(default_factory=dict)  # turn number -> reply PCM (int16)
     codes: dict[int, list] = field(default_factory=dict)  # turn number -> reply frames [[K codes], ...]
     close_code: int | None = None
@@ -70,7 +70,7 @@ async def converse(url: str, prompts: list[np.ndarray], rate: int = 24000, *, re
                             current["first_audio_at"] = now
                         continue
                     msg = json.loads(m)
-                    log.events.append((now, msg["type"]))
+                    log.events.append((now, msg))
                     if msg["type"] == "codes":
                         log.codes.setdefault(msg["turn"], []).extend(msg["codes"])
                     elif msg["type"] == "turn":

@@ -174,3 +174,20 @@ def test_busy_idle_and_a_client_that_leaves_mid_reply(running, prompts):
     assert left  # the reply's scheduler row, tasks and session were freed
     assert idle[0] == 1000 and "idle for 1 s" in idle[1]
     assert freed(server)
+
+
+def test_a_turn_ended_mid_sentence_is_joined_to_what_follows(running, prompts):
+    server, url = running(max_sessions=2)
+    # one question with a 0.4 s pause in the middle: longer than the end-of-turn silence, so the
+    # turn ends and a reply starts; the person goes on speaking, which stops it (barge-in) ...
+    gap = np.zeros(int(0.4 * RATE), np.float32)
+    log = asyncio.run(converse(url, [np.concatenate([prompts[0], gap, prompts[1]])], RATE, start=GREEDY))
+    assert not log.error
+    kinds = [m["type"] for _, m in log.events]
+    turns = [m for _, m in log.events if m["type"] == "turn"]
+    assert "barge_in" in kinds and len(turns) == 2
+    # ... and the next turn is heard with the first half in front of it
+    assert turns[0]["joined_s"] == 0
+    assert turns[1]["joined_s"] > 0.5 * len(prompts[0]) / RATE
+    assert log.turns[0]["completed"]
+    assert freed(server)
