@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         wb = Workbench(args.checkpoint, args.device, args.root or DEFAULT_ROOTS)
+        limits = Limits(max_sessions=args.max_conversations, end_silence_ms=args.end_silence_ms)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     if wb.default is not None:  # load before the first visitor, so the first reply is fast
@@ -203,7 +204,6 @@ def main(argv: list[str] | None = None) -> None:
     else:
         log.warning("no checkpoint: the bundled prototype %s is missing; pick one in the page", PROTOTYPE)
     wb.models.encodec_status()  # the banner says whether EnCodec is available; find out once, now
-    limits = Limits(max_sessions=args.max_conversations, end_silence_ms=args.end_silence_ms)
     launch(build_ui(wb, concurrency=args.concurrency, converse_limits=limits), args.host, args.port, args.share)
 
 
