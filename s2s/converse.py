@@ -84,6 +84,8 @@ class Limits:
         for name, value in asdict(self).items():
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
+        if not isinstance(self.max_sessions, int):
+            raise ValueError(f"Limits.max_sessions must be an int, got {self.max_sessions!r}")
 
 
 class SessionClosed(Exception):
@@ -164,6 +166,7 @@ class Session:
     def __init__(self, server: ConverseServer, ws, sid: str):
         self.server, self.ws, self.id, self.limits = server, ws, sid, server.limits
         self.outbox: asyncio.Queue = asyncio.Queue()
+        self.rate, self.settings, self.pipe, self.scheduler = 0, {}, None, None  # set by the start message
         self.turn: Turn | None = None  # the reply being prepared, generated or played
         self.carry: np.ndarray | None = None  # a turn ended too early: heard again with the next
         self.turns = 0
@@ -210,8 +213,8 @@ class Session:
         if msg is None:
             return
         self.rate, self.settings = self._start(msg)
-        pipe, self.scheduler = await asyncio.to_thread(self.server.ready)
-        self.pipe = pipe
+        self.pipe, self.scheduler = await asyncio.to_thread(self.server.ready)
+        pipe = self.pipe
         det = TurnDetector(min_speech_ms=lim.min_speech_ms, end_silence_ms=lim.end_silence_ms,
                            max_turn_seconds=lim.max_turn_seconds, pause_events=True)
         max_bytes = 2 * math.ceil(self.rate * lim.max_frame_ms / 1000)

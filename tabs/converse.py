@@ -24,7 +24,7 @@ HTML = """
   <p class="cv-status">Not started.</p>
   <p class="cv-grid-label">reply codes appear here as they are generated</p>
   <canvas class="cv-grid" width="900" height="64"></canvas>
-  <table class="cv-turns"><thead><tr><th>turn</th><th>speech end → sound (ms, in this page)</th>
+  <table class="cv-turns"><thead><tr><th>turn</th><th>speech end (as the VAD heard it) → sound (ms, in this page)</th>
   <th>end-of-turn wait (ms)</th><th>server: end → audio sent (ms)</th><th>prepared before the end (ms)</th>
   <th>reply (s)</th><th></th></tr></thead><tbody></tbody></table>
 </div>
