@@ -164,7 +164,9 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860, sh
     routes = [demo.converse.route(converse_tab.PATH)] if getattr(demo, "converse", None) else []
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
                        css=CSS, theme=gr.themes.Soft(), footer_links=["api", "gradio"],
-                       app_kwargs={"routes": routes}, **kwargs)
+                       # no server-side rendering: its Node server would sit in front of the Python
+                       # one, and the conversation WebSocket is a route of the Python server
+                       app_kwargs={"routes": routes}, ssr_mode=False, **kwargs)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
