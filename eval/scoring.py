@@ -108,9 +108,10 @@ def evaluate_checkpoint(pipe, name: str, rows: list[dict], prompts: dict, refere
 
 
 def score_reply(r: dict, row: dict, audio: np.ndarray, ref: np.ndarray, answers: dict[str, str], asr,
-                pool: "MetricPool", transcript: str | None = None) -> None:
+                pool: "MetricPool", transcript: str | None = None, metrics: Future | None = None) -> None:
     """Fill r with the transcript, WER, answer match and (as a future) MCD / log-F0 of a reply
-    [T] at REFERENCE_RATE against its reference; transcript: already known (skips the ASR)."""
+    [T] at REFERENCE_RATE against its reference; transcript / metrics: already known for this
+    very audio (skip the ASR / the metric job)."""
     if transcript is None:
         transcript = ""
         if len(audio):
@@ -127,7 +128,7 @@ def score_reply(r: dict, row: dict, audio: np.ndarray, ref: np.ndarray, answers:
     pred = closest_answer(transcript, answers)
     r.update(answer_pred=pred if pred is not None else "", answer_correct=pred == row["intent"])
     if len(audio):
-        r["_metrics"] = pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
+        r["_metrics"] = metrics or pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
 
 
 def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[str, str], asr,
@@ -142,6 +143,7 @@ def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[st
     name = f"ceiling: {codec.name}"
     round_trips: dict[str, np.ndarray] = {}  # reference path -> its round trip, made once
     transcripts: dict[str, str] = {}  # and transcribed once
+    metrics: dict[str, Future] = {}  # and scored once: the same reference and round trip give the same MCD / F0
     out = []
     for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
         ref = references[row["response_audio"]]
@@ -155,8 +157,11 @@ def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[st
         audio = round_trips[key]
         r = {**utterance_row(name, row, ref), "reply_seconds": len(audio) / REFERENCE_RATE}
         out.append(r)
-        score_reply(r, row, audio, ref, answers, asr, pool, transcript=transcripts.get(key))
+        score_reply(r, row, audio, ref, answers, asr, pool, transcript=transcripts.get(key),
+                    metrics=metrics.get(key))
         transcripts[key] = r["transcript"]
+        if "_metrics" in r:
+            metrics[key] = r["_metrics"]
     return out
 
 
