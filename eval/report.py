@@ -184,7 +184,7 @@ def _with_metrics(table: list[tuple[str, str, str]], rows: list[dict]) -> list[t
     """The table's columns plus every metric with an interval that it lacks (a new metric shows up)."""
     have = {k for k, _, _ in table}
     extra = [k[:-3] for r in rows for k in r if k.endswith("_lo") and k[:-3] in r]
-    return list(table) + [(k, k.removesuffix("_mean"), ".3g") for k in dict.fromkeys(extra) if k not in have]
+    return list(table) + [(k, k.removesuffix("_mean"), ".4g") for k in dict.fromkeys(extra) if k not in have]
 
 
 QUALITY_TABLE = [("n", "n", ""), ("wer", "WER", "%"), ("answer_accuracy", "answer acc.", "%"),

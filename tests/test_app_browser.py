@@ -9,6 +9,7 @@ own reports folder, and eval.run --votes then counts it.
 """
 
 import csv
+import re
 
 import socket
 import subprocess
@@ -150,9 +151,11 @@ def test_an_ab_vote_is_stored_and_the_report_counts_it(page, root, spoken_manife
     assert page.locator("#ab_a audio").count() >= 1 and page.locator("#ab_b audio").count() >= 1  # both players
     assert "tiny" not in page.locator("#ab_result").inner_text()  # names hidden until the vote
     vote.click()
-    page.locator("#ab_result").get_by_text("Your vote").wait_for()
+    page.wait_for_function("() => document.querySelector('#ab_result').innerText.includes('B was')")
     reveal = page.locator("#ab_result").inner_text()
-    a_name = reveal.split("A was ")[1].split(",")[0].strip("` ")  # the checkpoint's folder label
+    named = re.search(r"A was\s+`?([^`,\s]+)`?\s*,\s*B was", reveal)
+    assert named, reveal
+    a_name = named.group(1)  # the checkpoint's folder label
     assert Path(a_name).name in ("tiny", "tiny_b") and "B was" in reveal and "1 votes" in reveal
     assert vote.is_disabled()  # one vote per served pair
     shot(page, "ab.png")
