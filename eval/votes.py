@@ -301,20 +301,21 @@ def preference_markdown(rows: list[dict], n_votes: int, path: str, objective: di
     each model that this run also evaluated (objective: {model name: summary row})."""
     if not rows:
         return f"No votes in `{path}` yet (the app's A/B tab collects them).\n"
+    cols = objective is not None  # the run's figures beside the votes (eval.run), else votes only
     objective = objective or {}
     lines = [f"{n_votes} blind A/B votes from `{path}`. Win rate: (wins + ties / 2) / games. Bradley-Terry "
              "score: log-strength by the MM algorithm (ties half a win each, one virtual tie per pair of "
              "models that met), mean 0; P(i beats j) = 1 / (1 + e^(s_j - s_i)). Intervals: 95% bootstrap "
              "over votes.", "",
-             "| rank | model | games | W / L / T | win rate [95% CI] | Bradley-Terry [95% CI] | answer acc. | WER |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| rank | model | games | W / L / T | win rate [95% CI] | Bradley-Terry [95% CI] |"
+             + (" answer acc. | WER |" if cols else ""), "|---" * (8 if cols else 6) + "|"]
     for r in rows:
         s = objective.get(Path(r["model"]).name, {})
         acc, wer = s.get("answer_accuracy", math.nan), s.get("wer", math.nan)
         lines.append(f"| {r['rank']} | `{r['model']}` | {r['games']} | {r['wins']} / {r['losses']} / {r['ties']} | "
                      f"{100 * r['win_rate']:.1f}% [{100 * r['win_rate_lo']:.1f}, {100 * r['win_rate_hi']:.1f}] | "
-                     f"{r['bt_score']:+.2f} [{r['bt_score_lo']:+.2f}, {r['bt_score_hi']:+.2f}] | "
-                     f"{_pct(acc)} | {_pct(wer)} |")
+                     f"{r['bt_score']:+.2f} [{r['bt_score_lo']:+.2f}, {r['bt_score_hi']:+.2f}] |"
+                     + (f" {_pct(acc)} | {_pct(wer)} |" if cols else ""))
     return "\n".join(lines) + "\n"
 
 
