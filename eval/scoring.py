@@ -1,6 +1,7 @@
 """Scoring replies for eval.run: each utterance's reply (or its reference answer through a codec
 alone, the codec's ceiling) -> transcript, WER, answer match, and MCD / log-F0 RMSE against the
-reference answer, computed in worker processes while the main process generates.
+reference answer, computed in worker processes while the main process generates; the ASR
+transcribes each reply in a thread while the next one is generated.
 
     pool = MetricPool(workers=2)
     out = evaluate_checkpoint(pipe, "run1", rows, prompts, references, answers, asr, pool, sampling, None, True)
