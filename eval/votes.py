@@ -82,11 +82,15 @@ class VoteStore:
         if not self.path.exists() and not create:
             raise VotesError(f"no votes database at {str(self.path)!r} (the app's A/B tab creates it)")
         self._check_file()
-        with self._connect() as con:
-            self._check_or_create(con)
-            # only now, with the file known to be ours: WAL persists in the file's header
-            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                con.execute("PRAGMA journal_mode=WAL")
+        with self._db_errors():
+            con = self._connect()
+            try:
+                self._check_or_create(con)
+                # only now, with the file known to be ours: WAL persists in the file's header
+                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")
+            finally:
+                con.close()
 
     # -- opening
 
