@@ -7,7 +7,8 @@
 
 Tabs: Talk (record or upload, the reply streams back while it is generated, token grids and
 timings beside it), Hands-free (voice activity ends your turn, speaking over the reply stops
-it), A/B (two checkpoints answer one prompt blind, the listener votes), Codec (a clip through every codec available, with MCD / log-F0 RMSE / WER), Evaluate
+it), A/B (two checkpoints answer one prompt blind, the listener votes), Codec (a clip through
+every codec available, with MCD / log-F0 RMSE / WER), Evaluate
 (eval.run over a checkpoints folder), Model (the live checkpoint's card and loss curve).
 
 UI only: models load on first use (or in main() before launching), never at import; all state

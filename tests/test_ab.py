@@ -76,8 +76,8 @@ def test_bad_votes_and_bad_choices_are_messages(wb, tmp_path):
 
 
 def test_a_damaged_votes_database_is_refused_and_kept(wb, tmp_path):
-    bad = app.Workbench(wb.default and wb.guard.resolve(wb.default), "cpu", roots=wb.guard.roots, examples=[],
-                        reports=tmp_path, codec_loader=wb.models.codec_loader)
+    bad = app.Workbench(wb.guard.resolve(wb.default), "cpu", roots=wb.guard.roots, examples=[], reports=tmp_path,
+                        codec_loader=wb.models.codec_loader)
     (tmp_path / "votes.sqlite").write_bytes(b"this is not a database" * 100)
     before = hashlib.sha256((tmp_path / "votes.sqlite").read_bytes()).hexdigest()
     one, two = wb.guard.checkpoints()
