@@ -27,7 +27,8 @@ checkpoints with their paired differences on the same utterances (eval/compare.p
 the blind A/B win rates and Bradley-Terry ranking of the app's votes database (eval/votes.py).
 
 Writes --out (default reports/eval-YYYYmmdd-HHMMSS) atomically: utterances.csv, summary.csv,
-groups.csv, latency.csv, run.json, report.md, plots/*.png (eval/report.py); prints the summary.
+groups.csv, comparisons.csv, latency.csv, run.json, report.md, plots/*.png, votes.csv with --votes
+(eval/report.py); prints the summary.
 A checkpoint that fails to load is reported (status column) and skipped; bad input (no
 checkpoints, a missing manifest, unreadable audio) stops with a message naming the path.
 """
