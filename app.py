@@ -8,7 +8,8 @@
 Tabs: Talk (record or upload, the reply streams back while it is generated, token grids and
 timings beside it), Hands-free (voice activity ends your turn, speaking over the reply stops
 it), Conversation (the same over a WebSocket and an AudioWorklet, several people at once,
-batched), Codec (a clip through every codec available, with MCD / log-F0 RMSE / WER), Evaluate
+batched), A/B (two checkpoints answer one prompt blind, the listener votes), Codec (a clip
+through every codec available, with MCD / log-F0 RMSE / WER), Evaluate
 (eval.run over a checkpoints folder), Model (the live checkpoint's card and loss curve).
 
 UI only: models load on first use (or in main() before launching), never at import; all state
@@ -31,6 +32,7 @@ from s2s.codec import CodecUnavailable
 from s2s.converse import Limits
 from s2s.pipeline import PROTOTYPE
 from s2s.serving import FolderGuard, ModelCache, codec_label, example_prompts
+from tabs import ab as ab_tab
 from tabs import codec as codec_tab
 from tabs import converse as converse_tab
 from tabs import evaluate as evaluate_tab
@@ -119,6 +121,7 @@ class Workbench:
     # gradio and the tests call wb.talk(...), wb.compare_codecs(...) and so on.
     talk, transcript = talk_tab.talk, talk_tab.transcript
     listen, reply_turn = handsfree_tab.listen, handsfree_tab.reply_turn
+    ab_serve, ab_vote, ab_choices = ab_tab.ab_serve, ab_tab.ab_vote, ab_tab.ab_choices
     compare_codecs = codec_tab.compare_codecs
     run_eval = evaluate_tab.run_eval
     model_card = model_tab.model_card
@@ -145,10 +148,12 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, conver
             settings = talk_tab.build(wb, ckpt, concurrency)
             handsfree_tab.build(wb, ckpt, settings, concurrency)
             converse_tab.build(wb)
+            ab_first, ab_second = ab_tab.build(wb, concurrency)
             codec_tab.build(wb)
             folder = evaluate_tab.build(wb)
             card, loss_plot = model_tab.build(wb)
-        rescan.click(wb.rescan, [ckpt, folder], [ckpt, folder], api_visibility="private")
+        rescan.click(wb.rescan, [ckpt, folder], [ckpt, folder], api_visibility="private").then(
+            wb.ab_choices, [ab_first, ab_second], [ab_first, ab_second], api_visibility="private")
         for trigger in (ckpt.change, demo.load):
             trigger(wb.banner, ckpt, banner, api_visibility="private").then(
                 wb.model_card, ckpt, [card, loss_plot], api_visibility="private")

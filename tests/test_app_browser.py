@@ -4,8 +4,12 @@ playwright (pip's own browser download does not work here, so its executable_pat
 The app runs in-process on a free port with a tiny random checkpoint; screenshots are kept in
 reports/screenshots/ (gitignored). Hands-free talks through chromium's fake microphone, fed
 from a wav file of espeak-ng speech and silence (the file loops, so the speech comes back
-while the reply plays: a barge-in).
+while the reply plays: a barge-in). The A/B tab's vote goes to a votes database in the test's
+own reports folder, and eval.run --votes then counts it.
 """
+
+import csv
+import re
 
 import socket
 import subprocess
@@ -18,6 +22,7 @@ import soxr
 import torch
 
 import app
+from eval import run
 from s2s.checkpoint import save_checkpoint
 from s2s.codec import CodecUnavailable, load_codec
 from s2s.model import ModelConfig, S2SModel
@@ -39,18 +44,24 @@ def speech(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory, tiny_encodec, speech):
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("browser-app")
+
+
+@pytest.fixture(scope="module")
+def url(root, tiny_encodec, speech):
     try:
         codec = load_codec("world_vq")
     except (ImportError, CodecUnavailable, OSError, ValueError):
         codec = tiny_encodec
-    root = tmp_path_factory.mktemp("browser-app")
     torch.manual_seed(0)
     cfg = ModelConfig(n_codebooks=codec.n_codebooks, cardinality=codec.cardinality, d_model=32, n_layer=2,
                       n_head=4, d_ff=64, max_reply_frames=225)
     ckpt = save_checkpoint(root / "ckpts" / "tiny", S2SModel(cfg), codec.describe())
+    torch.manual_seed(1)  # a second model for the A/B tab
+    save_checkpoint(root / "ckpts" / "tiny_b", S2SModel(cfg), codec.describe())
     wb = app.Workbench(ckpt, "cpu", roots=[root / "ckpts"], codec_loader=lambda name, **o: codec,
-                       examples=[(speech / "hello.wav", "hello there")])
+                       examples=[(speech / "hello.wav", "hello there")], reports=root / "reports")
     demo = app.build_ui(wb)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,3 +139,34 @@ def test_hands_free_ends_the_turn_on_silence_and_stops_on_barge_in(page):
     shot(page, "hands-free.png")
     latency = page.get_by_text("End of speech → first reply audio").inner_text()
     assert int(latency.split(":")[1].split("ms")[0].strip(" *")) > 0  # timed, not bounded: scripts/ttfa_app.py measures
+
+
+def test_an_ab_vote_is_stored_and_the_report_counts_it(page, root, spoken_manifest):
+    page.get_by_role("tab", name="A/B").click()
+    page.locator("#ab_examples").get_by_role("button", name="hello there").click()  # fills the prompt
+    vote = page.locator("#ab_vote_A")
+    assert vote.is_disabled()  # nothing served yet, nothing to vote on
+    page.get_by_role("button", name="Answer with both").click()
+    page.wait_for_function("() => !document.querySelector('#ab_vote_A').disabled")
+    assert page.locator("#ab_a audio").count() >= 1 and page.locator("#ab_b audio").count() >= 1  # both players
+    assert "tiny" not in page.locator("#ab_result").inner_text()  # names hidden until the vote
+    vote.click()
+    page.wait_for_function("() => document.querySelector('#ab_result').innerText.includes('B was')")
+    reveal = page.locator("#ab_result").inner_text()
+    named = re.search(r"A was\s+`?([^`,\s]+)`?\s*,\s*B was", reveal)
+    assert named, reveal
+    a_name = named.group(1)  # the checkpoint's folder label
+    assert Path(a_name).name in ("tiny", "tiny_b") and "B was" in reveal and "1 votes" in reveal
+    assert vote.is_disabled()  # one vote per served pair
+    shot(page, "ab.png")
+
+    out = root / "reports" / "with-votes"
+    run.main(["--checkpoints", str(root / "ckpts"), "--data", str(spoken_manifest), "--limit", "1",
+              "--no-latency", "--no-ceiling", "--workers", "0", "--quiet", "--out", str(out),
+              "--votes", str(root / "reports" / "votes.sqlite")])
+    with open(out / "votes.csv", newline="") as f:
+        ranking = {r["model"]: r for r in csv.DictReader(f)}
+    assert {Path(m).name for m in ranking} == {"tiny", "tiny_b"}
+    assert ranking[a_name]["wins"] == "1" and ranking[a_name]["rank"] == "1" and ranking[a_name]["games"] == "1"
+    report = (out / "report.md").read_text()
+    assert "## Blind A/B preference (votes)" in report and "1 blind A/B votes" in report

@@ -98,7 +98,8 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
                           latency_frames=4, latency_repeats=1, workers=2, progress=False)
     assert result["out"] == out
     assert sorted(p.name for p in out.iterdir()) == [
-        "groups.csv", "latency.csv", "plots", "report.md", "run.json", "summary.csv", "utterances.csv"]
+        "comparisons.csv", "groups.csv", "latency.csv", "plots", "report.md", "run.json", "summary.csv",
+        "utterances.csv"]
     assert not list(out.parent.glob(".r1.tmp-*"))
 
     all_utts = read_csv(out / "utterances.csv")
@@ -143,6 +144,17 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
         assert math.isclose(float(s["speaker_sim_mean"]), np.mean([float(u["speaker_sim"]) for u in mine]),
                             rel_tol=1e-5)
         assert float(s["decode_ms_per_frame"]) > 0 and float(s["peak_memory_mb"]) > 0
+        for m in ("wer", "answer_accuracy", "mcd_mean", "log_f0_rmse_mean"):  # 95% bootstrap intervals
+            if s[m]:
+                assert float(s[f"{m}_lo"]) <= float(s[m]) <= float(s[f"{m}_hi"]), m
+    assert summary[2]["wer_lo"] == ""  # the broken checkpoint: no figures, no intervals
+    # a_first vs b_second on the same two utterances; the ceiling is not a contender
+    comparisons = read_csv(out / "comparisons.csv")
+    assert {(c["a"], c["b"]) for c in comparisons} == {("a_first", "b_second")}
+    mcd = {c["group"]: c for c in comparisons if c["metric"] == "mcd_mean"}
+    assert set(mcd) == {"all", "eval_voices", "eval_phrasings"} and mcd["all"]["n"] == "2"
+    assert math.isclose(float(mcd["all"]["diff"]), np.mean(b) - np.mean(a), abs_tol=1e-4)  # CSV: 6 digits
+    assert float(mcd["all"]["diff_lo"]) <= float(mcd["all"]["diff"]) <= float(mcd["all"]["diff_hi"])
 
     groups = read_csv(out / "groups.csv")
     accents = {(g["checkpoint"], g["group"]): int(g["n"]) for g in groups
@@ -169,9 +181,9 @@ def test_cli_writes_every_artefact(codec, manifest, checkpoints, tmp_path, capsy
 
     md = (out / "report.md").read_text()
     for text in ("## Quality per checkpoint", "## Quality per accent group", "## Quality per split",
-                 "## Latency per model size", "c_broken", "CheckpointError", meta["asr"], "MCD_PARAMS",
-                 "F0_PARAMS", "top_k=50", "plots/latency_vs_parameters.png", meta["speaker_model"],
-                 "speaker sim"):
+                 "## Latency per model size", "## Paired differences between checkpoints", "bootstrap",
+                 "c_broken", "CheckpointError", meta["asr"], "MCD_PARAMS", "F0_PARAMS", "top_k=50",
+                 "plots/latency_vs_parameters.png", meta["speaker_model"], "speaker sim"):
         assert text in md, text
     for png in ("latency_vs_parameters", "latency_stages", "metric_distributions"):
         data = (out / "plots" / f"{png}.png").read_bytes()
@@ -190,6 +202,12 @@ def test_limit_no_latency_and_rerun_replaces_report(codec, manifest, checkpoints
                           codec=codec, limit=1, workers=0, progress=False, ceiling=False)
     assert [u["id"] for u in result["utterances"]] == ["u1"]
     assert result["latency"] == []
+    assert read_csv(out / "comparisons.csv") == []  # one checkpoint: nothing to pair
+    # the manifest's other splits, cut off by --limit 1: reported as such, not dropped, no crash
+    split_rows = {g["group"]: g for g in read_csv(out / "groups.csv") if g["group_by"] == "split"}
+    assert split_rows["eval_voices"]["n"] == "1" and split_rows["eval_phrasings"]["n"] == "0"
+    assert "none in the evaluated subset" in split_rows["eval_phrasings"]["note"]
+    assert "eval_phrasings: no utterances evaluated" in (out / "report.md").read_text()
     assert read_csv(out / "latency.csv") == []
     assert "old report" not in (out / "report.md").read_text()
     assert not (out / "plots" / "latency_stages.png").exists()
@@ -203,6 +221,27 @@ def test_unknown_asr_or_speaker_model_is_a_clear_error(codec, manifest, checkpoi
         run.evaluate(checkpoints, data=manifest, out=tmp_path / "r", codec=codec, asr="faster-whisper:large",
                      progress=False)
     assert not (tmp_path / "r").exists()
+
+
+def test_presets_are_timed_only_when_asked():
+    parse = run.build_parser().parse_args
+    assert run.presets_asked(parse(["--checkpoints", "c"]).presets) == []
+    assert run.presets_asked(parse(["--checkpoints", "c", "--presets"]).presets) == list(run.PRESET_NAMES)
+    assert run.presets_asked(parse(["--checkpoints", "c", "--presets", "10m", "50m"]).presets) == ["10m", "50m"]
+    with pytest.raises(SystemExit):
+        parse(["--checkpoints", "c", "--presets", "7m"])
+
+
+def test_a_bad_votes_database_stops_the_run_before_it_starts(checkpoints, manifest, tmp_path):
+    db = tmp_path / "votes.sqlite"
+    db.write_bytes(b"corrupt" * 1000)
+    with pytest.raises(SystemExit, match=r"--votes: .*votes.sqlite' is not a SQLite database"):
+        run.main(["--checkpoints", str(checkpoints), "--data", str(manifest), "--votes", str(db),
+                  "--out", str(tmp_path / "out"), "--quiet"])
+    with pytest.raises(SystemExit, match="no votes database at"):
+        run.main(["--checkpoints", str(checkpoints), "--data", str(manifest), "--votes", str(tmp_path / "none"),
+                  "--out", str(tmp_path / "out"), "--quiet"])
+    assert db.read_bytes() == b"corrupt" * 1000 and not (tmp_path / "out").exists()
 
 
 def test_empty_checkpoint_folder_is_a_clear_error(tmp_path):

@@ -237,3 +237,16 @@ def test_log_f0_rmse_is_nan_when_nothing_is_voiced_in_both():
     noise = 0.1 * np.random.default_rng(4).standard_normal(12000)
     r = log_f0_rmse(harmonic_tone(220.0, 24000, 0.5), noise, 24000, f0_method="dio")
     assert r.n_frames == 0 and math.isnan(r.rmse) and math.isnan(r.rmse_cents) and r.vuv_error > 0.9
+
+
+def test_the_sp2mc_matrix_and_the_distance_are_pysptk_and_scipy_exactly():
+    import pysptk
+    from scipy.spatial.distance import euclidean
+
+    from eval.metrics import _euclidean, _sp2mc_map
+
+    rng = np.random.default_rng(0)
+    sp = np.exp(rng.normal(size=(50, 513)))  # a power spectrogram, as CheapTrick gives
+    assert np.allclose(np.log(sp) @ _sp2mc_map(513, 39, 0.466), pysptk.sp2mc(sp, 39, 0.466), rtol=0, atol=1e-12)
+    u, v = rng.normal(size=40), rng.normal(size=40)
+    assert _euclidean(u, v) == pytest.approx(euclidean(u, v), rel=1e-14)
