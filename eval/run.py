@@ -205,7 +205,9 @@ def evaluate(
     threads = torch.get_num_threads()
     prompts, references = load_clips(rows)
     try:
-        recognizer = load_asr(asr)
+        # one CTranslate2 thread: it transcribes beside torch's generation in this process, and a
+        # 2-thread OpenMP pool there slowed torch's decode about 3x (s2s/frontend.py measured it)
+        recognizer = load_asr(asr, cpu_threads=1)
     except ValueError as e:  # ASRError: what was tried and how to fix it
         raise EvalError(f"--asr {asr!r}: {e}") from None
     try:  # loaded here too, so that a missing package stops the run before any model runs
