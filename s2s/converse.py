@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from starlette.websockets import WebSocketDisconnect
 
 from s2s.pipeline import FIRST_AUDIO_FRAMES
 
@@ -181,9 +182,9 @@ class Session:
             code, reason = 1000, "conversation ended"
         except SessionClosed as e:
             code, reason = e.code, e.reason
+        except WebSocketDisconnect:
+            return
         except Exception as e:  # a bug: this session ends, the others go on
-            if type(e).__name__ == "WebSocketDisconnect":
-                return
             log.exception("conversation %s failed", self.id)
             code, reason = 1011, f"server error: {e}"
         self.cancel_turn()
@@ -254,12 +255,13 @@ class Session:
         if isinstance(rate, bool) or not isinstance(rate, int) or not RATES[0] <= rate <= RATES[1]:
             raise SessionClosed(1008, f"sample_rate must be an int in [{RATES[0]}, {RATES[1]}], got {rate!r}")
         settings = {"temperature": 0.7, "top_k": 50, "top_p": 1.0, "seed": None}
-        for key, kind in (("temperature", (int, float)), ("top_k", int), ("top_p", (int, float)), ("seed", int)):
+        for key, kind, what in (("temperature", (int, float), "a number"), ("top_k", int, "an int"),
+                                ("top_p", (int, float), "a number"), ("seed", int, "an int (-1 = random)")):
             value = start.get(key)
             if value is None or (key == "seed" and value == -1):
                 continue
             if isinstance(value, bool) or not isinstance(value, kind):
-                raise SessionClosed(1008, f"{key} must be a number, got {value!r}")
+                raise SessionClosed(1008, f"{key} must be {what}, got {value!r}")
             settings[key] = value
         try:
             from s2s.generate import validate_sampling
