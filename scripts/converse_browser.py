@@ -92,7 +92,7 @@ def chromium_args(wav: Path) -> list[str]:
             "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop"]
 
 
-def run_page(url: str, wav: Path, marks: dict, timeout_s: float) -> dict:
+def run_page(url: str, wav: Path, marks: dict, timeout_s: float, screenshot: str | None = None) -> dict:
     """Open the Conversation tab, start, wait out the microphone file, read window.s2sConverse."""
     from playwright.sync_api import sync_playwright
 
@@ -107,6 +107,9 @@ def run_page(url: str, wav: Path, marks: dict, timeout_s: float) -> dict:
         page.wait_for_timeout((marks["seconds"] + 1.0) * 1000)
         state = page.evaluate("() => JSON.parse(JSON.stringify(window.s2sConverse))")
         status = page.locator("#converse .cv-status").inner_text()
+        if screenshot:
+            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=screenshot, full_page=True)
         browser.close()
     state["status_text"] = status
     return state
@@ -177,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--barge-ins", type=int, default=2)
     p.add_argument("--prompts", nargs="*", default=None, help="wav files to speak (default: bundled eval_voices prompts)")
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--screenshot", default=None, help="save the page at the end (png)")
     args = p.parse_args(argv)
     if not Path(CHROMIUM).exists():
         raise SystemExit("Debian's chromium is needed: apt-get install chromium")
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as d:
             wav = Path(d) / "mic.wav"
             marks = mic_file(prompts, args.turns, args.barge_ins, wav)
-            state = run_page(url, wav, marks, args.timeout)
+            state = run_page(url, wav, marks, args.timeout, args.screenshot)
         print(json.dumps(summarise(state, marks), indent=1))
     finally:
         if proc is not None:

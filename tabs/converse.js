@@ -78,7 +78,7 @@ function row(n) {
   tr.innerHTML = `<td>${n}</td><td class="cv-latency">${ms(t.soundMs)}</td><td>${ms(t.waitMs)}</td>` +
     `<td>${ms(server.end_to_first_audio_sent_ms)}</td><td>${ms(server.prepared_before_end_ms)}</td>` +
     `<td>${server.reply_seconds !== undefined ? server.reply_seconds.toFixed(2) : "–"}</td>` +
-    `<td>${t.bargeMs !== undefined ? "stopped after " + ms(t.bargeMs) + " ms" : (t.ignored || "")}</td>`;
+    `<td>${t.bargeIn !== undefined ? "interrupted: you spoke over it" : (t.ignored || "")}</td>`;
   return t;
 }
 
@@ -127,7 +127,10 @@ function onMessage(ev) {
     cancelled.add(m.turn);
     player.port.postMessage({type: "flush", turn: m.turn});
     const t = row(m.turn); t.bargeIn = now; status("Interrupted: you spoke over the reply. Listening…");
-  } else if (m.type === "ignored") { status(`Not answered: ${m.reason}`); }
+  } else if (m.type === "ignored") {
+    status(`Not answered: ${m.reason}`);
+    if (m.turn !== undefined) { row(m.turn).ignored = "not answered"; row(m.turn); }
+  }
 }
 
 function onPlayer(e) {
@@ -138,7 +141,6 @@ function onPlayer(e) {
     row(m.turn);
   } else if (m.type === "silent") {
     t.silentAt = m.time;
-    if (t.bargeIn !== undefined) t.bargeMs = (m.time - t.bargeIn) * 1000;
     row(m.turn);
   }
 }
