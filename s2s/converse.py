@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 PUSH_FRAMES = 4  # after the first chunk, decode and send every 4 frames (53 ms of audio)
 PLAYBACK_SLACK_S = 0.15  # the page's jitter buffer and output latency, for "still playing"
 JOIN_S = 1.0  # speech this soon after a turn was ended means it was ended too early: join them
+LEAD_LEVEL, LEAD_TRIM_S = 0.01, 0.3  # a reply's leading silence (below -40 dBFS) is not sent, up to 0.3 s
 RATES = (8000, 48000)  # microphone sample rates accepted
 
 
@@ -353,6 +354,7 @@ class Turn:
         self.created = time.perf_counter()
         self.decided = self.first_sent = None
         self.samples_sent = 0
+        self.voiced = False  # the reply's voice has started (its leading silence is not sent)
         self.task = asyncio.create_task(self._run())
         session.tasks = [t for t in session.tasks if not t.done()] + [self.task]
 
@@ -451,6 +453,21 @@ class Turn:
             if self.job is not None:
                 self.job.cancel()
 
+    def _trim_lead(self, wave: torch.Tensor) -> torch.Tensor:
+        """Drop the reply's leading silence (the replies start like their training answers, with
+        ~50 ms below -40 dBFS: time the person would wait for nothing), keeping 5 ms before the
+        voice starts, and at most LEAD_TRIM_S in all."""
+        rate = self.session.pipe.codec.sample_rate
+        trimmed = self.timings.get("lead_trimmed_ms", 0.0) * rate / 1e3
+        if self.voiced or not wave.numel():
+            return wave
+        loud = torch.nonzero(wave.abs() > LEAD_LEVEL)
+        cut = len(wave) if not len(loud) else max(0, int(loud[0]) - int(0.005 * rate))
+        cut = int(min(cut, LEAD_TRIM_S * rate - trimmed))
+        self.voiced = bool(len(loud)) or cut < len(wave)
+        self.timings["lead_trimmed_ms"] = (trimmed + cut) / rate * 1e3
+        return wave[cut:]
+
     async def _decode(self, decoder, pending: list, flush: bool = False) -> None:
         codes = torch.stack(pending, dim=1) if pending else None
         if codes is not None:
@@ -462,7 +479,7 @@ class Turn:
                 parts.append(decoder.flush())
             return torch.cat(parts) if parts else torch.zeros(0)
 
-        wave = await asyncio.to_thread(work)
+        wave = self._trim_lead(await asyncio.to_thread(work))
         if wave.numel():
             pcm = (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().astype("<i2").tobytes()
             self._out("audio", struct.pack("<I", self.number) + pcm)
