@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> None:
                     raise SystemExit("the conversation server did not start")
                 time.sleep(0.5)
     try:
-        for n in args.sessions:
+        for i, n in enumerate(args.sessions):
+            if i:
+                time.sleep(2)  # the server closes the last round's sessions first (else "busy")
             print(json.dumps(asyncio.run(load(url, n, clips, args.turns, args.minutes, pid))), flush=True)
     finally:
         if proc is not None:
