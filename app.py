@@ -211,7 +211,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         log.warning("no checkpoint: the bundled prototype %s is missing; pick one in the page", PROTOTYPE)
     wb.models.encodec_status()  # the banner says whether EnCodec is available; find out once, now
-    launch(build_ui(wb, concurrency=args.concurrency, converse_limits=limits), args.host, args.port, args.share)
+    demo = build_ui(wb, concurrency=args.concurrency, converse_limits=limits)
+    if wb.default is not None:  # the conversation scheduler and its warm-up, before the first visitor too
+        try:
+            demo.converse.ready()
+        except (ValueError, FileNotFoundError, CodecUnavailable) as e:
+            log.error("conversation mode is not available: %s", e)
+    launch(demo, args.host, args.port, args.share)
 
 
 if __name__ == "__main__":
