@@ -27,7 +27,7 @@ class Turn:
     """One reply: hear the turn, generate through the scheduler, decode, send (or hold until
     the end of the turn is decided)."""
 
-    def __init__(self, session: Session, number: int, ev, confirmed: bool):
+    def __init__(self, session, number: int, ev, confirmed: bool):  # session: s2s.converse.Session
         self.session, self.number, self.at = session, number, ev.at
         self.audio, self.rate = ev.audio, ev.sample_rate
         self.joined = 0  # samples of an earlier turn, ended too early, heard before this one
@@ -88,6 +88,7 @@ class Turn:
         s = self.session
         pipe, loop = s.pipe, asyncio.get_running_loop()
         frames: asyncio.Queue = asyncio.Queue()
+
         def hear():
             wav, _ = pipe.load((self.audio, self.rate), s.limits.max_turn_seconds + 1)
             return pipe.hear(wav)
@@ -113,7 +114,7 @@ class Turn:
                         reason = item  # "eos", "cancelled" or "error: ..."
                     else:
                         pending.append(item)
-                if pending and total == 0:
+                if pending and "first_frame_ms" not in self.timings:
                     self.timings["first_frame_ms"] = (time.perf_counter() - t0) * 1e3
                     self.timings["prefill_ms"] = self.job.prefill_ms
                 need = FIRST_AUDIO_FRAMES + decoder.lookahead if total == 0 else PUSH_FRAMES
