@@ -23,23 +23,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from s2s.model import ModelConfig, S2SModel, preset_config  # noqa: E402
+from s2s.checkpoint import load_checkpoint  # noqa: E402
+from s2s.model import S2SModel, preset_config  # noqa: E402
 from s2s.scheduler import Scheduler  # noqa: E402
 
 FRAME_RATE = 75.0
+PROTOTYPE = Path(__file__).resolve().parent.parent / "assets" / "prototype"  # (s2s.pipeline pulls audio I/O in)
 
 
 def model_for(preset: str | None, device: str) -> S2SModel:
     if preset is None:  # the bundled prototype's weights
-        from safetensors.torch import load_file
-
-        root = Path(__file__).resolve().parent.parent / "assets" / "prototype"
-        cfg = ModelConfig.from_dict(json.loads((root / "config.json").read_text())["model"])
-        model = S2SModel(cfg)
-        model.load_state_dict({k: v.float() for k, v in load_file(root / "model.safetensors").items()})
-    else:
-        model = S2SModel(preset_config(preset, frontend="whisper_tiny_en", feature_dim=384))
-    return model.to(device).eval()
+        return load_checkpoint(PROTOTYPE, device)[0]
+    return S2SModel(preset_config(preset, frontend="whisper_tiny_en", feature_dim=384)).to(device).eval()
 
 
 def run(model: S2SModel, n: int, frames: int) -> dict:
