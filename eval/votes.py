@@ -56,6 +56,19 @@ CREATE TABLE votes (
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+@contextmanager
+def immediate(con: sqlite3.Connection):
+    """One write transaction: BEGIN IMMEDIATE takes the write lock at once (waiting out other
+    writers up to the busy timeout); COMMIT at the end, ROLLBACK on any error."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 class VotesError(ValueError):
     """The votes database cannot be used (corrupt, another program's, another version)."""
 
@@ -119,8 +132,7 @@ class VoteStore:
             raise VotesError(f"{str(self.path)!r} cannot be read as a SQLite database ({e}); it was left "
                              "as it is: move it away to start a new votes database") from None
         if version == 0 and not tables:  # a new, empty database: create the schema, once
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(con):
                 if con.execute("PRAGMA user_version").fetchone()[0] == 0:  # not made meanwhile
                     # statement by statement: executescript() would COMMIT first
                     for statement in SCHEMA.split(";"):
@@ -128,10 +140,6 @@ class VoteStore:
                             con.execute(statement)
                     con.execute("INSERT INTO meta VALUES ('app', ?), ('created_at', ?)", (APP_ID, str(time.time())))
                     con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             version = SCHEMA_VERSION
             tables = {"meta", "pairs", "votes"}
         app = None
@@ -157,22 +165,16 @@ class VoteStore:
 
     # -- writing
 
-    def _write(self, sql: str, params: tuple) -> None:
+    @contextmanager
+    def _transaction(self):
+        """A connection inside one write transaction (closed after it), sqlite errors as VotesError."""
         with self._db_errors():
-            self._write_once(sql, params)
-
-    def _write_once(self, sql: str, params: tuple) -> None:
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")  # take the write lock now: waits out other writers
+            con = self._connect()
             try:
-                con.execute(sql, params)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.close()
+                with immediate(con):
+                    yield con
+            finally:
+                con.close()
 
     def serve(self, first: str, second: str, prompt: str = "", *, swap: bool | None = None) -> Pair:
         """Record that `first` and `second` answer one prompt; which plays as A is a coin flip
@@ -183,36 +185,25 @@ class VoteStore:
             swap = secrets.randbelow(2) == 1
         a, b = (second, first) if swap else (first, second)
         pair = Pair(secrets.token_urlsafe(12), a, b, str(prompt))
-        self._write("INSERT INTO pairs (id, a, b, prompt, served_at) VALUES (?, ?, ?, ?, ?)",
-                    (pair.id, pair.a, pair.b, pair.prompt, time.time()))
+        with self._transaction() as con:
+            con.execute("INSERT INTO pairs (id, a, b, prompt, served_at) VALUES (?, ?, ?, ?, ?)",
+                        (pair.id, pair.a, pair.b, pair.prompt, time.time()))
         return pair
 
     def vote(self, pair_id: str, choice: str) -> Pair:
         """Store the vote for a served pair; returns the pair (now its names may be shown)."""
         if choice not in CHOICES:
             raise VoteError(f"vote {choice!r} is not one of {list(CHOICES)}")
-        with self._db_errors():
-            return self._vote_once(str(pair_id), choice)
-
-    def _vote_once(self, pair_id: str, choice: str) -> Pair:
-        con = self._connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                row = con.execute("SELECT id, a, b, prompt FROM pairs WHERE id=?", (pair_id,)).fetchone()
-                if row is None:
-                    raise VoteError(f"no pair {pair_id!r} was served by {str(self.path)!r}: a vote must name "
-                                    "a pair the A/B tab played; refused")
-                if con.execute("SELECT 1 FROM votes WHERE pair_id=?", (row[0],)).fetchone():
-                    raise VoteError(f"pair {pair_id!r} already has a vote; one vote per pair, refused")
-                con.execute("INSERT INTO votes (pair_id, choice, voted_at) VALUES (?, ?, ?)",
-                            (row[0], choice, time.time()))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.close()
+        pair_id = str(pair_id)
+        with self._transaction() as con:
+            row = con.execute("SELECT id, a, b, prompt FROM pairs WHERE id=?", (pair_id,)).fetchone()
+            if row is None:
+                raise VoteError(f"no pair {pair_id!r} was served by {str(self.path)!r}: a vote must name "
+                                "a pair the A/B tab played; refused")
+            if con.execute("SELECT 1 FROM votes WHERE pair_id=?", (row[0],)).fetchone():
+                raise VoteError(f"pair {pair_id!r} already has a vote; one vote per pair, refused")
+            con.execute("INSERT INTO votes (pair_id, choice, voted_at) VALUES (?, ?, ?)",
+                        (row[0], choice, time.time()))
         return Pair(*row)
 
     # -- reading
