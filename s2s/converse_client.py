@@ -22,12 +22,23 @@ import numpy as np
 FRAME_S = 0.02
 
 
-def speech_end(x: np.ndarray, rate: int) -> float:
-    """Seconds into x where its last 10 ms block with a peak above 0.02 ends."""
+def loud_blocks(x: np.ndarray, rate: int) -> tuple[np.ndarray, int]:
+    """Indices of x's 10 ms blocks with a peak above 0.02 (-34 dBFS), and the block length."""
     block = max(1, rate // 100)
     peaks = np.abs(x[: x.size // block * block]).reshape(-1, block).max(axis=1)
-    loud = np.flatnonzero(peaks > 0.02)
+    return np.flatnonzero(peaks > 0.02), block
+
+
+def speech_end(x: np.ndarray, rate: int) -> float:
+    """Seconds into x where its last loud 10 ms block ends (0 for silence)."""
+    loud, block = loud_blocks(x, rate)
     return float((loud[-1] + 1) * block / rate) if loud.size else 0.0
+
+
+def speech_start(x: np.ndarray, rate: int) -> float:
+    """Seconds into x where its first loud 10 ms block starts (0 for silence)."""
+    loud, block = loud_blocks(x, rate)
+    return float(loud[0] * block / rate) if loud.size else 0.0
 
 
 @dataclass

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,18 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from s2s.audio import load_audio  # noqa: E402
-from s2s.converse_client import speech_end  # noqa: E402
+from s2s.converse_client import speech_end, speech_start  # noqa: E402
 from s2s.manifest import audio_path, read_manifest  # noqa: E402
+from s2s.serving import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 RATE = 48000  # the fake microphone file's rate (chromium resamples it for the page)
-
-
-def speech_start(x: np.ndarray, rate: int) -> float:
-    block = rate // 100
-    peaks = np.abs(x[: x.size // block * block]).reshape(-1, block).max(axis=1)
-    loud = np.flatnonzero(peaks > 0.02)
-    return float(loud[0] * block / rate) if loud.size else 0.0
 
 
 def mic_file(prompts: list[np.ndarray], turns: int, barge_ins: int, path: Path, gap_s: float = 4.5) -> dict:
@@ -189,9 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     proc = None
     url = args.url
     if url is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         proc = start_app(port)
         url = f"http://127.0.0.1:{port}/"
     try:
