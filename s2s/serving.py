@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import socket
 import threading
 import wave
 from collections import OrderedDict
@@ -42,6 +43,13 @@ TIMING_ROWS = (("load", "read + resample"), ("frontend", "front-end (features)")
                ("time_to_first_audio", "time to first audio"),
                ("generate", "generate (all frames)"), ("decode", "decode (all audio)"),
                ("prompt_codes", "prompt codes (after the reply, for the grid)"), ("total", "total"))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (the OS picks it): for servers started by tests and scripts."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 class FolderGuard:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from s2s.audio import load_audio  # noqa: E402
 from s2s.converse_client import converse  # noqa: E402
 from s2s.manifest import audio_path, read_manifest  # noqa: E402
+from s2s.serving import free_port  # noqa: E402
 
 RATE = 24000
 
@@ -120,9 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     clips = prompts()
     proc, url, pid = None, args.url, None
     if url is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "s2s.converse", "--port", str(port),
                                  "--max-sessions", str(args.max_sessions)], cwd=ROOT)
         pid, url = proc.pid, f"ws://127.0.0.1:{port}/converse/ws"

@@ -15,7 +15,6 @@ upload time, printed beside it. The first run warms up and is left out of the me
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ def launch(checkpoint: str, device: str | None, tables: str | None) -> tuple[str
     """The app on a free port of 127.0.0.1 -> (its URL, the checkpoint as its page names it)."""
     import app
     from s2s.codec import load_codec
+    from s2s.serving import free_port
 
     def codec_loader(name, **options):
         if name == "world_vq" and tables:
@@ -50,11 +50,8 @@ def launch(checkpoint: str, device: str | None, tables: str | None) -> tuple[str
 
     wb = app.Workbench(checkpoint, device, codec_loader=codec_loader)
     wb.pipeline(wb.default)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     demo = app.build_ui(wb)
-    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     return demo.local_url, wb.default
 
 

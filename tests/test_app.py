@@ -7,7 +7,6 @@ the Workbench's codec_loader, as tests/test_pipeline.py does.
 
 import functools
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from s2s.checkpoint import save_checkpoint
 from s2s.codec import CodecUnavailable, load_codec
 from s2s.encodec_24khz import EncodecCodec
 from s2s.model import ModelConfig, S2SModel
+from s2s.serving import free_port
 from tabs.codec import CODEC_VARIANTS
 
 SETTINGS = (0.7, 50, 1.0, 0, 0.3)  # temperature, top-k, top-p, seed, longest reply (s)
@@ -238,12 +238,6 @@ def test_evaluate_tab_runs_eval_and_refuses_outside_folders(root, loader, codec,
 
 
 # ----------------------------------------------------------------------------- the running server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ own reports folder, and eval.run --votes then counts it.
 import csv
 import re
 
-import socket
 import subprocess
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from eval import run
 from s2s.checkpoint import save_checkpoint
 from s2s.codec import CodecUnavailable, load_codec
 from s2s.model import ModelConfig, S2SModel
+from s2s.serving import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = app.ROOT / "reports" / "screenshots"
@@ -63,10 +63,7 @@ def url(root, tiny_encodec, speech):
     wb = app.Workbench(ckpt, "cpu", roots=[root / "ckpts"], codec_loader=lambda name, **o: codec,
                        examples=[(speech / "hello.wav", "hello there")], reports=root / "reports")
     demo = app.build_ui(wb)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()
 

@@ -4,7 +4,6 @@ the others go on, and every closed session frees what it held."""
 
 import asyncio
 import json
-import socket
 import subprocess
 import threading
 import time
@@ -17,6 +16,7 @@ import soxr
 from s2s.converse import ConverseServer, Limits
 from s2s.converse_client import converse
 from s2s.pipeline import load_pipeline
+from s2s.serving import free_port
 
 pytestmark = pytest.mark.slow
 RATE = 24000
@@ -44,9 +44,7 @@ def serve(server: ConverseServer):
     import uvicorn
     from starlette.applications import Starlette
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     uv = uvicorn.Server(uvicorn.Config(Starlette(routes=[server.route()]), host="127.0.0.1", port=port,
                                        log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)

@@ -3,7 +3,6 @@ the page's AudioWorklet, and speaking over it stops it. Driven by scripts/conver
 (its JSON is what the test reads) against the app served in-process with the bundled prototype."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import app
+from s2s.serving import free_port
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
@@ -21,10 +21,7 @@ def url():
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     demo = app.build_ui(app.Workbench(None, "cpu"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield demo.local_url
     demo.close()
     demo.converse.close()
