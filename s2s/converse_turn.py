@@ -145,10 +145,10 @@ class Turn:
         """Drop the reply's leading silence (the replies start like their training answers, with
         ~50 ms below -40 dBFS: time the person would wait for nothing), keeping 5 ms before the
         voice starts, and at most LEAD_TRIM_S in all."""
-        rate = self.session.pipe.codec.sample_rate
-        trimmed = self.timings.get("lead_trimmed_ms", 0.0) * rate / 1e3
         if self.voiced or not wave.numel():
             return wave
+        rate = self.session.pipe.codec.sample_rate
+        trimmed = self.timings.get("lead_trimmed_ms", 0.0) * rate / 1e3
         loud = torch.nonzero(wave.abs() > LEAD_LEVEL)
         cut = len(wave) if not len(loud) else max(0, int(loud[0]) - int(0.005 * rate))
         cut = int(min(cut, LEAD_TRIM_S * rate - trimmed))
