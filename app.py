@@ -14,7 +14,7 @@ through every codec available, with MCD / log-F0 RMSE / WER), Evaluate
 
 UI only: models load on first use (or in main() before launching), never at import; all state
 lives in the Workbench that build_ui() creates. Visitors can only name folders under the
-configured roots (assets/ and ckpts/ by default, plus --checkpoint); see s2s/serving.py.
+configured roots (assets/ and ckpts/ by default, plus --checkpoint); see s2s/serve/guard.py.
 This file is the front door: the Workbench (models, folders, the banner), the page around the
 tabs and the command line; each tab, its handlers and its layout, is a module of tabs/.
 """
@@ -28,10 +28,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from s2s.codec import CodecUnavailable
-from s2s.converse import Limits
-from s2s.pipeline import PROTOTYPE
-from s2s.serving import FolderGuard, ModelCache, codec_label, example_prompts
+from s2s.codecs.codec import CodecUnavailable
+from s2s.data.eval_bundle import example_prompts
+from s2s.serve.converse import Limits
+from s2s.serve.guard import FolderGuard
+from s2s.serve.model_cache import ModelCache
+from s2s.serve.pipeline import PROTOTYPE
 from tabs import ab as ab_tab
 from tabs import codec as codec_tab
 from tabs import converse as converse_tab
@@ -39,6 +41,7 @@ from tabs import evaluate as evaluate_tab
 from tabs import handsfree as handsfree_tab
 from tabs import model as model_tab
 from tabs import talk as talk_tab
+from tabs.format import codec_label
 
 log = logging.getLogger("s2s.app")
 
@@ -133,7 +136,7 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, conver
     """The app's Blocks. workbench: a ready Workbench (tests pass one with loader overrides);
     else one is made from options (checkpoint, device, roots, pipeline_loader, codec_loader,
     asr_loader, evaluate, examples). concurrency: replies generated at once (the rest queue).
-    converse_limits: the Conversation tab's s2s.converse.Limits (sessions, end-of-turn silence)."""
+    converse_limits: the Conversation tab's s2s.serve.converse.Limits (sessions, end-of-turn silence)."""
     wb = workbench or Workbench(**options)
     with gr.Blocks(title="s2s workbench") as demo:
         gr.Markdown("## s2s workbench · speech in, speech out, no text in between")

@@ -1,6 +1,6 @@
-"""WORLD-VQ resynthesis quality: `python -m s2s.world_vq quality` (its entry point hands this in).
+"""WORLD-VQ resynthesis quality: `python -m eval.codec_quality`.
 
-    python -m s2s.world_vq quality [--data assets/eval/manifest.jsonl] [--splits eval_voices] [--verbose]
+    python -m eval.codec_quality [--data assets/eval/manifest.jsonl] [--splits eval_voices] [--tables T] [--verbose]
 
 Each clip of the chosen splits (and the CMU ARCTIC recording, real 16 kHz speech) goes through
 the codec; the table gives the corpus WER of the original and of the resynthesis (the offline
@@ -10,17 +10,18 @@ Whisper), the mean MCD and the mean log-F0 RMSE of the resynthesis against the o
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 
 from eval.asr import load_asr
 from eval.metrics import log_f0_rmse, mcd, wer
-from s2s.audio import load_audio
-from s2s.manifest import audio_path, read_manifest
-from s2s.world import SAMPLE_RATE
-from s2s.world_vq import WorldVQCodec
-from s2s.world_vq_tools import arctic_path
+from s2s.codecs.world import SAMPLE_RATE
+from s2s.codecs.world_vq import ROOT, WorldVQCodec
+from s2s.codecs.world_vq_tools import arctic_path
+from s2s.io.audio import load_audio
+from s2s.io.manifest import audio_path, read_manifest
 
 ARCTIC_TEXT = "And you always want to see it in the superlative degree."
 
@@ -35,7 +36,7 @@ def _eval_rows(manifest: Path, splits: list[str]) -> list[tuple[Path, str]]:
 
 def score(codec: WorldVQCodec, items: list[tuple[Path, str]], asr, metrics_sr: int | None = 24000) -> dict:
     """Resynthesise each (audio, text): corpus WER of original and resynthesis, mean MCD and log-F0 RMSE."""
-    import pysptk.util  # already imported (its warnings silenced) by s2s.world
+    import pysptk.util  # already imported (its warnings silenced) by s2s.codecs.world
 
     hyp0, hyp1, refs, mcds, f0s = [], [], [], [], []
     for path, text in items:
@@ -70,3 +71,16 @@ def cmd_quality(args) -> None:
         if args.verbose:
             for ref, h0, h1 in r["hyps"]:
                 print(f"    {ref!r}: orig {h0!r} / resynth {h1!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m eval.codec_quality", description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(ROOT / "assets" / "eval" / "manifest.jsonl"))
+    p.add_argument("--splits", default="eval_voices", help="comma-separated manifest splits (held-out voices)")
+    p.add_argument("--tables", default=None, help="WORLD-VQ tables (.npz); default: the shipped ones")
+    p.add_argument("--verbose", action="store_true", help="print every transcript")
+    cmd_quality(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

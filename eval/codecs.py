@@ -6,14 +6,14 @@ bitrate and speed. The "original" row (no codec) is the reference ceiling for WE
     python -m eval.codecs --out reports/codecs --asr faster-whisper:base --speaker-model resemblyzer
 
 Clips (real speech that installs offline, all 16 kHz):
-- CMU ARCTIC a0007 (s2s.world_vq_tools.arctic_path: the bundled copy or pysptk's), always;
+- CMU ARCTIC a0007 (s2s.codecs.world_vq_tools.arctic_path: the bundled copy or pysptk's), always;
 - Debian's pocketsphinx-testdata (apt-get install pocketsphinx-testdata), read from
   /usr/share/pocketsphinx/test/data (--pocketsphinx-dir): five LibriVox sentences of one reader
   (Sense and Sensibility, librivox/transcription) and five card-game command phrases of another
   speaker (cards/cards.transcription); transcripts are lines "<s> words </s> (file id)".
   Without the package the ARCTIC clip is still evaluated and the report says what is missing.
 
-Codecs: s2s.codec.available_codecs(); one that cannot load here (EnCodec without its weights
+Codecs: s2s.codecs.codec.available_codecs(); one that cannot load here (EnCodec without its weights
 offline: CodecUnavailable) is listed in the report with the reason, not scored.
 
 Metrics (per clip, then per codec): the ASR transcript of the clip and its WER against the
@@ -70,7 +70,7 @@ def read_transcription(path: Path) -> list[tuple[str, str]]:
 
 def real_clips(pocketsphinx_dir: str | Path = POCKETSPHINX_DIR) -> tuple[list[dict], list[str]]:
     """[{clip, source, path, text}] (ARCTIC first) and notes on what could not be found."""
-    from s2s.world_vq_tools import arctic_path
+    from s2s.codecs.world_vq_tools import arctic_path
 
     clips = [{"clip": "arctic_a0007", "source": "CMU ARCTIC", "path": arctic_path(), "text": ARCTIC_TEXT}]
     notes = []
@@ -93,7 +93,7 @@ def real_clips(pocketsphinx_dir: str | Path = POCKETSPHINX_DIR) -> tuple[list[di
 
 def load_codecs() -> tuple[list, list[str]]:
     """Every codec that loads here, and a note for each that does not (with its reason)."""
-    from s2s.codec import CodecUnavailable, available_codecs, load_codec
+    from s2s.codecs.codec import CodecUnavailable, available_codecs, load_codec
 
     codecs, notes = [], []
     for name in available_codecs():
@@ -109,7 +109,7 @@ def bitrate_kbps(codec) -> float:
 
 
 def _score(row: dict, ref: np.ndarray, gen: np.ndarray, sr: int, speaker) -> None:
-    import pysptk.util  # already imported (its warnings silenced) by s2s.world
+    import pysptk.util  # already imported (its warnings silenced) by s2s.codecs.world
 
     from eval.metrics import log_f0_rmse, mcd
     from eval.speaker import similarity
@@ -137,7 +137,7 @@ def evaluate_codecs(clips: list[dict], codecs: list, asr, speaker, progress: boo
     from tqdm import tqdm
 
     from eval.metrics import wer
-    from s2s.audio import load_audio, resample
+    from s2s.io.audio import load_audio, resample
 
     rows = []
     for clip in tqdm(clips, desc="clips", unit="clip", disable=not progress, file=sys.stderr):

@@ -6,8 +6,8 @@
 
 One row per model (presets: random weights, hearing through the Whisper tiny.en front-end like
 the prototype): encode ms (the prompt as the model hears it: its front-end's features
-and/or the codec's codes, 3 s of real speech: the CMU ARCTIC clip that s2s.bench uses), prefill
-ms, decode ms per reply frame (median and p90, s2s.bench's time_generation), time to first
+and/or the codec's codes, 3 s of real speech: the CMU ARCTIC clip that s2s.serve.bench uses), prefill
+ms, decode ms per reply frame (median and p90, s2s.serve.bench's time_generation), time to first
 audio (prompt heard -> first audio chunk ready, through Pipeline.stream; speech_end_to_audio_ms
 adds the hearing: the whole prompt in hand -> first audio chunk ready), realtime factor
 (reply seconds per second of generate + decode), peak memory, device and torch thread count. One warm-up run is excluded everywhere; figures are
@@ -37,12 +37,13 @@ from pathlib import Path
 
 import torch
 
-from s2s import bench
-from s2s.checkpoint import load_checkpoint, read_config
-from s2s.codec import Codec, default_codec
-from s2s.frontend import WhisperFrontend
-from s2s.model import PRESETS, S2SModel, preset_config
-from s2s.pipeline import Pipeline, codec_for, pick_device
+from s2s.codecs.codec import Codec, codec_for, default_codec
+from s2s.models.checkpoint import load_checkpoint, read_config
+from s2s.models.device import pick_device
+from s2s.models.frontend import WhisperFrontend
+from s2s.models.model import PRESETS, S2SModel, preset_config
+from s2s.serve import bench
+from s2s.serve.pipeline import Pipeline
 
 PRESET_FRONTEND = "whisper_tiny_en"  # what the preset rows hear: the product's default front-end
 FIGURES = ("encode_ms", "prefill_ms", "decode_ms_per_frame", "decode_ms_p90", "frames_per_s",
@@ -90,7 +91,7 @@ def measure(model: S2SModel, codec: Codec, device: torch.device, *, frames: int 
             repeats: int = 2, threads: int | None = None, source=None) -> dict:
     """Time one model with one codec in this process -> the figures of a row (see FIGURES).
 
-    source: the prompt (path or (array, sr)); default 3 s of CMU ARCTIC (s2s.bench.prompt_audio).
+    source: the prompt (path or (array, sr)); default 3 s of CMU ARCTIC (s2s.serve.bench.prompt_audio).
     frames: reply frames per timed run (clipped to the model's max_reply_frames).
     """
     if frames < 2 or repeats < 1:

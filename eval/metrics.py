@@ -19,7 +19,7 @@ Definitions (defaults; see MCD_PARAMS / F0_PARAMS):
 - log-F0 RMSE as in ESPnet's evaluate_f0: the same WORLD analysis, fastdtw on the full
   mel-cepstra (no silence dropping), frames voiced in both signals, RMSE of ln F0; also in
   cents (x 1200/ln 2); vuv_error is the fraction of aligned frames whose voicing disagrees.
-- WER: Whisper-normalised word error rate, defined in s2s/wer.py (training's spoken check
+- WER: Whisper-normalised word error rate, defined in s2s/asr/wer.py (training's spoken check
   scores with it too) and re-exported here with WerResult and normalise_text.
 
 The WORLD analysis (harvest is the slow part, ~1.3 s per 3 s clip) is memoised by content,
@@ -41,7 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from s2s.wer import WerResult, normalise_text, wer
+from s2s.asr.wer import WerResult, normalise_text, wer
 
 __all__ = ["F0_PARAMS", "MCD_PARAMS", "F0Result", "McdResult", "WerResult", "clear_cache", "exact_dtw",
            "log_f0_rmse", "mcd", "normalise_text", "wer"]

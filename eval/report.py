@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from eval.compare import COMPARISON_COLUMNS, add_intervals, comparison_markdown, empty_groups, paired_rows
-from s2s.checkpoint import replace_dir
+from s2s.models.checkpoint import replace_dir
 
 UTTERANCE_COLUMNS = (
     "checkpoint", "id", "intent", "voice", "accent", "split", "prompt_seconds", "reference_seconds",

@@ -7,7 +7,7 @@
         --votes reports/votes.sqlite
 
 --checkpoints is a checkpoint directory (config.json + model.safetensors) or a folder whose
-subfolders are. The eval set is a manifest in the corpus format (s2s/manifest.py): JSONL rows
+subfolders are. The eval set is a manifest in the corpus format (s2s/io/manifest.py): JSONL rows
 with id, prompt_audio, response_audio, response_text (required), prompt_text, intent, voice,
 accent, split (optional); audio paths relative to the manifest's folder. Default: the bundled
 assets/eval/manifest.jsonl.
@@ -21,7 +21,9 @@ embeddings of the reply and of the reference answer, which is the assistant's vo
 generates); answer_accuracy: the transcript is closer (by WER, a unique minimum) to the
 utterance's own intended answer than to every other answer in the manifest. For each codec, a
 "ceiling: <codec>" row scores the reference answers passed through the codec alone (encode +
-decode), exactly like replies: what a perfect model speaking that codec would reach. Then the latency
+decode), exactly like replies: what a perfect model speaking that codec would reach (cached on
+disk by eval/ceiling.py, keyed by everything that changes it: --ceiling-cache DIR, default
+$S2S_CACHE/ceiling; --no-ceiling-cache recomputes without reading or writing it). Then the latency
 of every checkpoint and of the --presets model sizes asked for (eval/latency.py, one subprocess
 each; `--presets` alone = every preset, none by default).
 
@@ -49,12 +51,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from eval.ceiling import CeilingCache, default_folder
 from eval.metrics import F0_PARAMS, MCD_PARAMS
+from eval.scoring import REFERENCE_RATE, REPLY_MARGIN_S, REPLY_RATIO, MetricPool, evaluate_ceiling, evaluate_checkpoint
 from eval.stats import RESAMPLES, SEED
-from eval.scoring import (REFERENCE_RATE, REPLY_MARGIN_S, REPLY_RATIO, MetricPool, evaluate_ceiling,
-                          evaluate_checkpoint)
-from s2s.manifest import ManifestError, audio_path, read_manifest
-from s2s.wer import closest_answer  # noqa: F401 - eval.run.closest_answer: the answer matcher's public name
+from s2s.asr.wer import closest_answer  # noqa: F401 - eval.run.closest_answer: the answer matcher's public name
+from s2s.io.manifest import ManifestError, audio_path, read_manifest
 
 # Worker processes (spawn) re-import the main module (this one under python -m eval.run): torch,
 # the pipeline and matplotlib are imported inside the functions that need them.
@@ -85,18 +87,18 @@ def find_checkpoints(root: str | Path) -> list[Path]:
                    and ((p / "config.json").is_file() or any(p.glob("*.safetensors"))))
     if not found:
         raise EvalError(f"no checkpoints in {str(root)!r}: expected a folder with config.json + "
-                        "model.safetensors, or subfolders that are (python -m s2s.train writes them)")
+                        "model.safetensors, or subfolders that are (python -m s2s.training.train writes them)")
     return found
 
 
 def read_eval_set(path: str | Path) -> list[dict]:
-    """A corpus-format manifest (s2s/manifest.py) -> rows, with audio paths made absolute (Path);
+    """A corpus-format manifest (s2s/io/manifest.py) -> rows, with audio paths made absolute (Path);
     a bad or empty manifest raises EvalError. Audio is checked when it is read (load_clips)."""
     path = Path(path)
     try:
         rows = read_manifest(path, check_audio=False)
     except ManifestError as e:
-        hint = " (the bundled eval set is built by python -m s2s.corpus --bundle-eval assets/eval)" \
+        hint = " (the bundled eval set is built by python -m s2s.data.corpus --bundle-eval assets/eval)" \
             if path == DEFAULT_MANIFEST and not path.is_file() else ""
         raise EvalError(f"{e}{hint}") from None
     if not rows:
@@ -110,7 +112,7 @@ def read_eval_set(path: str | Path) -> list[dict]:
 def load_clips(rows: list[dict]) -> tuple[dict, dict]:
     """Read every prompt and reference answer once -> ({id: prompt [T]}, {path: reference [T]}),
     float32 at REFERENCE_RATE, not normalised (the pipeline normalises prompts itself)."""
-    from s2s.audio import AudioError, load_audio
+    from s2s.io.audio import AudioError, load_audio
 
     prompts, references = {}, {}
     for row in rows:
@@ -138,14 +140,15 @@ def evaluate(
     seed: int = 0, temperature: float = 0.7, top_k: int = 50, top_p: float = 1.0,
     max_reply_seconds: float | None = None, latency_frames: int = 75, latency_repeats: int = 2,
     workers: int = 2, progress: bool = True, command: str = "", ceiling: bool = True,
-    speaker_model: str | None = None,
+    ceiling_cache: str | Path | bool | None = None, speaker_model: str | None = None,
     votes: str | Path | None = None,
 ) -> dict:
     """Evaluate every checkpoint under `checkpoints`, time them and the presets, write the report.
 
     codec: an already-built Codec used for every checkpoint (which must have been trained with
     it) and for the presets, instead of the codec each checkpoint records (tests use a tiny
-    EnCodec this way). ceiling: also score each codec's ceiling (evaluate_ceiling). speaker_model:
+    EnCodec this way). ceiling: also score each codec's ceiling (evaluate_ceiling); ceiling_cache:
+    its cache folder (None = eval.ceiling.default_folder(), False = no cache). speaker_model:
     a name of eval.speaker.SPEAKER_MODELS (None = the default), "none" = no speaker similarity.
     votes: a votes database of the app's A/B tab, read before anything runs. Returns {"out": Path,
     "summary": rows, "utterances": rows, "latency": rows, "preference": rows}.
@@ -155,12 +158,14 @@ def evaluate(
     from tqdm import tqdm
 
     from eval import latency as lat
-    from eval.report import aggregate, format_summary, write_report
     from eval.asr import load_asr
+    from eval.report import aggregate, format_summary, write_report
     from eval.speaker import check_speaker_model, load_speaker_model
-    from s2s.checkpoint import read_config
-    from s2s.generate import validate_sampling
-    from s2s.pipeline import codec_for, load_pipeline, pick_device
+    from s2s.codecs.codec import codec_for
+    from s2s.models.checkpoint import read_config
+    from s2s.models.device import pick_device
+    from s2s.models.generate import validate_sampling
+    from s2s.serve.pipeline import load_pipeline
 
     start = time.perf_counter()
     if limit is not None and limit < 1:
@@ -186,7 +191,8 @@ def evaluate(
     answers = dict(sorted({r["intent"]: r["response_text"] for r in all_rows}.items()))
     preference = None
     if votes is not None:  # a bad database stops the run now, not after the models have run
-        from eval.votes import VotesError, preference as rank, read_votes
+        from eval.vote_store import VotesError, read_votes
+        from eval.votes import preference as rank
 
         try:
             cast = read_votes(votes)
@@ -200,16 +206,16 @@ def evaluate(
         dev = pick_device(device)
     except ValueError as e:
         raise EvalError(str(e)) from None
-    if threads:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
     prompts, references = load_clips(rows)
     try:
         # one CTranslate2 thread: it transcribes beside torch's generation in this process, and a
-        # 2-thread OpenMP pool there slowed torch's decode about 3x (s2s/frontend.py measured it)
+        # 2-thread OpenMP pool there slowed torch's decode about 3x (s2s/models/frontend.py measured it)
         recognizer = load_asr(asr, cpu_threads=1)
     except ValueError as e:  # ASRError: what was tried and how to fix it
         raise EvalError(f"--asr {asr!r}: {e}") from None
+    if threads:  # after the ASR: loading it sets the process's OpenMP pool, torch's too, to its 1 thread
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()  # what generation really runs with
     try:  # loaded here too, so that a missing package stops the run before any model runs
         speaker = check_speaker_model(speaker_model)
         speaker_name = load_speaker_model(speaker).name if speaker else "none"
@@ -254,10 +260,18 @@ def evaluate(
             ok_paths.append(path)
             codecs.setdefault(json.dumps(pipe.codec.describe(), sort_keys=True), pipe.codec)
             del pipe
+        caches = []
         if ceiling:
             for use in dict.fromkeys(codecs.values()):
-                echo(f"codec ceiling of {use.name}: the reference answers through the codec alone")
-                utterances += evaluate_ceiling(use, rows, references, answers, recognizer, pool, progress)
+                cache = None
+                if ceiling_cache is not False:
+                    cache = CeilingCache.open(ceiling_cache or default_folder(), use, reference_rate=REFERENCE_RATE,
+                                              asr_name=getattr(recognizer, "name", str(asr)), speaker_model=speaker_name,
+                                              metric_params={"mcd": MCD_PARAMS, "log_f0_rmse": F0_PARAMS})
+                    caches.append(cache)
+                echo(f"codec ceiling of {use.name}: the reference answers through the codec alone"
+                     + (f" (cache {cache.path})" if cache else ""))
+                utterances += evaluate_ceiling(use, rows, references, answers, recognizer, pool, progress, cache)
                 summary.append({"checkpoint": f"ceiling: {use.name}", "path": "", "status": "ok",
                                 "device": "cpu", "threads": threads, "codec": use.name, "preset": "codec only",
                                 "asr": getattr(recognizer, "name", str(asr))})
@@ -265,6 +279,9 @@ def evaluate(
         for r in tqdm(waiting, desc="MCD / log-F0 (workers)", unit="utt", disable=not progress or not waiting,
                       file=sys.stderr):  # what the metric workers still have to finish
             r.update(r.pop("_metrics").result())
+        for cache in caches:
+            cache.save()
+            echo(f"codec ceiling cache: {cache.hits} references reused, {cache.misses} computed")
     except BaseException:
         pool.close(cancel=True)
         raise
@@ -366,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--presets 10m 50m = those (default: none)")
     p.add_argument("--no-latency", action="store_true", help="skip every latency measurement")
     p.add_argument("--no-ceiling", action="store_true", help="skip the codec-ceiling rows")
+    p.add_argument("--ceiling-cache", default=None, metavar="DIR",
+                   help="where the codec ceiling is cached (default $S2S_CACHE/ceiling, ~/.cache/s2s/ceiling)")
+    p.add_argument("--no-ceiling-cache", action="store_true", help="recompute the codec ceiling, no cache")
     p.add_argument("--latency-frames", type=int, default=75, help="reply frames per timed latency run")
     p.add_argument("--latency-repeats", type=int, default=2, help="timed latency runs after a warm-up")
     p.add_argument("--asr", default=None,
@@ -398,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "python -m eval.run " + " ".join(shlex.quote(a) for a in argv)
     try:
         evaluate(args.checkpoints, data=args.data, out=args.out, presets=presets_asked(args.presets),
-                 ceiling=not args.no_ceiling,
+                 ceiling=not args.no_ceiling, ceiling_cache=False if args.no_ceiling_cache else args.ceiling_cache,
                  latency=not args.no_latency, asr=args.asr, limit=args.limit, device=args.device,
                  threads=args.threads, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
                  top_p=args.top_p, max_reply_seconds=args.max_reply_seconds,

@@ -23,7 +23,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from eval.metrics import log_f0_rmse, mcd, wer
-from s2s.wer import closest_answer
+from s2s.asr.wer import closest_answer
 
 REFERENCE_RATE = 24000  # reference answers are loaded at this rate (every codec's rate)
 REPLY_RATIO, REPLY_MARGIN_S = 1.5, 0.5  # default reply limit: 1.5 x the reference answer + 0.5 s
@@ -137,7 +137,7 @@ def _replies(pipe, name, rows, prompts, references, pool, sampling, max_reply_se
     with their MCD / F0 job already submitted, so the workers start at once."""
     from tqdm import tqdm
 
-    from s2s.audio import resample
+    from s2s.io.audio import resample
 
     for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
         ref = references[row["response_audio"]]
@@ -177,6 +177,13 @@ def score_reply(r: dict, row: dict, audio: np.ndarray, ref: np.ndarray, answers:
                 transcript = asr.transcribe(audio, REFERENCE_RATE)
             except ValueError as e:
                 r["error"] = f"asr: {e}"
+    score_transcript(r, row, transcript, answers)
+    if len(audio):
+        r["_metrics"] = metrics or pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
+
+
+def score_transcript(r: dict, row: dict, transcript: str, answers: dict[str, str]) -> None:
+    """Fill r with the transcript, its WER against the reference text and the answer it matches."""
     r["transcript"] = transcript
     try:
         w = wer([transcript], [row["response_text"]])
@@ -185,45 +192,69 @@ def score_reply(r: dict, row: dict, audio: np.ndarray, ref: np.ndarray, answers:
         r["error"] = f"wer: {e}"
     pred = closest_answer(transcript, answers)
     r.update(answer_pred=pred if pred is not None else "", answer_correct=pred == row["intent"])
-    if len(audio):
-        r["_metrics"] = metrics or pool.submit(str(row["response_audio"]), ref, audio, REFERENCE_RATE)
 
 
 def evaluate_ceiling(codec, rows: list[dict], references: dict, answers: dict[str, str], asr,
-                     pool: "MetricPool", progress: bool) -> list[dict]:
+                     pool: "MetricPool", progress: bool, cache=None) -> list[dict]:
     """The codec's ceiling: every utterance's reference answer through the codec alone (encode +
-    decode), scored exactly like a reply. What a perfect model speaking this codec would reach."""
+    decode), scored exactly like a reply. What a perfect model speaking this codec would reach.
+    cache: an eval.ceiling.CeilingCache; a reference found there is not round-tripped again, and
+    each one computed is put there with its metrics job (the caller saves it once the jobs are done)."""
     import torch
     from tqdm import tqdm
 
-    from s2s.audio import resample
+    from s2s.io.audio import resample
 
     name = f"ceiling: {codec.name}"
+    cached: dict[str, dict] = {}  # reference path -> its entry in the cache
     round_trips: dict[str, np.ndarray] = {}  # reference path -> its round trip, made once
     heard: dict[str, Future] = {}  # transcribed once (in a thread, while the next round trip is made)
     metrics: dict[str, Future | None] = {}  # and scored once: the same audio gives the same MCD / F0
+    put: set[str] = set()  # computed references handed to the cache
     out = []
     with ThreadPoolExecutor(1, thread_name_prefix="asr") as listener:
         for row in tqdm(rows, desc=name, unit="utt", disable=not progress, file=sys.stderr):
             ref = references[row["response_audio"]]
             key = str(row["response_audio"])
-            if key not in round_trips:
-                wav = torch.from_numpy(resample(ref, REFERENCE_RATE, codec.sample_rate).astype(np.float32))
-                audio = codec.decode(codec.encode(wav, codec.sample_rate)).numpy()
-                if codec.sample_rate != REFERENCE_RATE:
-                    audio = resample(audio, codec.sample_rate, REFERENCE_RATE)
-                audio = round_trips[key] = audio.astype(np.float32)
-                heard[key] = listener.submit(_transcribe, asr, audio)
-                metrics[key] = pool.submit(key, ref, audio, REFERENCE_RATE) if len(audio) else None
-            out.append({**utterance_row(name, row, ref), "reply_seconds": len(round_trips[key]) / REFERENCE_RATE})
+            if key not in cached and key not in round_trips:
+                entry = cache.get(ref) if cache is not None else None
+                if entry is not None:
+                    cached[key] = entry
+                else:
+                    wav = torch.from_numpy(resample(ref, REFERENCE_RATE, codec.sample_rate).astype(np.float32))
+                    audio = codec.decode(codec.encode(wav, codec.sample_rate)).numpy()
+                    if codec.sample_rate != REFERENCE_RATE:
+                        audio = resample(audio, codec.sample_rate, REFERENCE_RATE)
+                    audio = round_trips[key] = audio.astype(np.float32)
+                    heard[key] = listener.submit(_transcribe, asr, audio)
+                    metrics[key] = pool.submit(key, ref, audio, REFERENCE_RATE) if len(audio) else None
+            seconds = cached[key]["seconds"] if key in cached else len(round_trips[key]) / REFERENCE_RATE
+            out.append({**utterance_row(name, row, ref), "reply_seconds": seconds})
         for r, row in zip(out, rows):
-            key = str(row["response_audio"])
+            key, ref = str(row["response_audio"]), references[row["response_audio"]]
+            if key in cached:
+                _score_cached(r, row, cached[key], answers)
+                continue
             transcript, error = heard[key].result()
             if error:
                 r["error"] = error
-            score_reply(r, row, round_trips[key], references[row["response_audio"]], answers, asr, pool,
-                        transcript=transcript, metrics=metrics[key])
+            score_reply(r, row, round_trips[key], ref, answers, asr, pool, transcript=transcript, metrics=metrics[key])
+            if cache is not None and key not in put:
+                put.add(key)
+                cache.put(ref, {"seconds": r["reply_seconds"], "transcript": transcript, "asr_error": error},
+                          metrics[key])
     return out
+
+
+def _score_cached(r: dict, row: dict, entry: dict, answers: dict[str, str]) -> None:
+    """score_reply from a cached entry: the same fields, with the metrics already computed."""
+    if entry["asr_error"]:
+        r["error"] = entry["asr_error"]
+    score_transcript(r, row, entry["transcript"], answers)
+    if entry["seconds"] > 0:  # an empty round trip has no metrics, as in score_reply
+        done: Future = Future()
+        done.set_result(dict(entry["metrics"]))
+        r["_metrics"] = done
 
 
 def utterance_row(name: str, row: dict, ref: np.ndarray) -> dict:

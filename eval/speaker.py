@@ -77,7 +77,7 @@ def _package_file(module: str, relative: str, package: str, version: str, sha256
 
 
 def _to_16k(wav: Any, sr: int) -> np.ndarray:
-    from s2s.asr import to_16k  # the one copy of the waveform checks (1-D, float, finite, sr)
+    from s2s.io.audio import to_16k  # the one copy of the waveform checks (1-D, float, finite, sr)
 
     return to_16k(wav, sr)
 

@@ -12,14 +12,14 @@ The front door (everything else may change behind it):
 
 import importlib
 
-# Imported on first use, so `python -m s2s.pipeline` (etc.) does not import its own module
+# Imported on first use, so `python -m s2s.serve.pipeline` (etc.) does not import its own module
 # twice and `import s2s` stays cheap.
 _FRONT_DOOR = {
-    "AudioError": "s2s.audio",
-    "load_audio": "s2s.audio",
-    "available_codecs": "s2s.codec",
-    "load_codec": "s2s.codec",
-    "load_pipeline": "s2s.pipeline",
+    "AudioError": "s2s.io.audio",
+    "load_audio": "s2s.io.audio",
+    "available_codecs": "s2s.codecs.codec",
+    "load_codec": "s2s.codecs.codec",
+    "load_pipeline": "s2s.serve.pipeline",
 }
 
 __all__ = sorted(_FRONT_DOOR)

@@ -34,10 +34,10 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s2s.audio import load_audio  # noqa: E402
-from s2s.converse_client import speech_end, speech_start  # noqa: E402
-from s2s.manifest import audio_path, read_manifest  # noqa: E402
-from s2s.serving import free_port  # noqa: E402
+from s2s.io.audio import load_audio  # noqa: E402
+from s2s.io.manifest import audio_path, read_manifest  # noqa: E402
+from s2s.serve.converse_client import speech_end, speech_start  # noqa: E402
+from s2s.serve.ports import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 RATE = 48000  # the fake microphone file's rate (chromium resamples it for the page)

@@ -1,11 +1,11 @@
 """Several people talking at once: N simulated clients stream real prompts in real time over the
 conversation WebSocket; prints JSON per session count.
 
-    python scripts/converse_load.py --sessions 1 4 8              # starts python -m s2s.converse
+    python scripts/converse_load.py --sessions 1 4 8              # starts python -m s2s.serve.converse
     python scripts/converse_load.py --sessions 4 --minutes 5      # soak: memory at minute 1 and 5
     python scripts/converse_load.py --url ws://host:7860/converse/ws --sessions 4   # a running app
 
-Each client (s2s/converse_client.py) speaks bundled prompts (each client its own, from
+Each client (s2s/serve/converse_client.py) speaks bundled prompts (each client its own, from
 assets/eval), one turn after another, listening to each reply before the next. Reported per
 session count: per-session real-time factor (reply audio / server time on it, median over the
 session's turns; > 1 is faster than real time), first audio after speech end (client side,
@@ -32,10 +32,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s2s.audio import load_audio  # noqa: E402
-from s2s.converse_client import converse  # noqa: E402
-from s2s.manifest import audio_path, read_manifest  # noqa: E402
-from s2s.serving import free_port  # noqa: E402
+from s2s.io.audio import load_audio  # noqa: E402
+from s2s.io.manifest import audio_path, read_manifest  # noqa: E402
+from s2s.serve.converse_client import converse  # noqa: E402
+from s2s.serve.ports import free_port  # noqa: E402
 
 RATE = 24000
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     proc, url, pid = None, args.url, None
     if url is None:
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "s2s.converse", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "s2s.serve.converse", "--port", str(port),
                                  "--max-sessions", str(args.max_sessions)], cwd=ROOT)
         pid, url = proc.pid, f"ws://127.0.0.1:{port}/converse/ws"
         deadline = time.time() + 120

@@ -1,5 +1,5 @@
 """How much batching buys: N replies generated at once by the continuous-batching scheduler
-(s2s/scheduler.py) against one at a time, model only (no front-end, no codec). Prints JSON.
+(s2s/serve/scheduler.py) against one at a time, model only (no front-end, no codec). Prints JSON.
 
     python scripts/scheduler_bench.py                              # bundled prototype, CPU, 1 4 8
     python scripts/scheduler_bench.py --preset 300m --device cuda --sessions 1 8 32 64
@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from s2s.checkpoint import load_checkpoint  # noqa: E402
-from s2s.model import S2SModel, preset_config  # noqa: E402
-from s2s.scheduler import Scheduler  # noqa: E402
+from s2s.models.checkpoint import load_checkpoint  # noqa: E402
+from s2s.models.model import S2SModel, preset_config  # noqa: E402
+from s2s.serve.scheduler import Scheduler  # noqa: E402
 
 FRAME_RATE = 75.0
-PROTOTYPE = Path(__file__).resolve().parent.parent / "assets" / "prototype"  # (s2s.pipeline pulls audio I/O in)
+PROTOTYPE = Path(__file__).resolve().parent.parent / "assets" / "prototype"  # (s2s.serve.pipeline pulls audio I/O in)
 
 
 def model_for(preset: str | None, device: str) -> S2SModel:

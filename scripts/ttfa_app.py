@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def default_prompt() -> Path:
-    from s2s.serving import example_prompts
+    from s2s.data.eval_bundle import example_prompts
 
     examples = example_prompts(ROOT / "assets" / "eval", n=1)
     if examples:
@@ -40,8 +40,8 @@ def default_prompt() -> Path:
 def launch(checkpoint: str, device: str | None, tables: str | None) -> tuple[str, str]:
     """The app on a free port of 127.0.0.1 -> (its URL, the checkpoint as its page names it)."""
     import app
-    from s2s.codec import load_codec
-    from s2s.serving import free_port
+    from s2s.codecs.codec import load_codec
+    from s2s.serve.ports import free_port
 
     def codec_loader(name, **options):
         if name == "world_vq" and tables:

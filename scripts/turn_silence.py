@@ -4,7 +4,7 @@ bundled prompts: the numbers behind the conversation mode's default end_silence_
     python scripts/turn_silence.py                       # assets/eval, thresholds 150..600 ms
     python scripts/turn_silence.py --manifest data/corpus/manifest.jsonl --limit 300 --ms 200 250
 
-Each prompt is streamed through the turn detector (s2s/vad.py, as the conversation mode sets
+Each prompt is streamed through the turn detector (s2s/serve/vad.py, as the conversation mode sets
 it up) in 20 ms frames, with 1 s of silence before and after. A false cut-in: a turn ended
 before the prompt's last speech (its last 10 ms block above -34 dBFS) - the person would have
 been interrupted mid-sentence. The wait: speech end -> the end of the turn decided.
@@ -23,11 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from s2s.audio import load_audio  # noqa: E402
-from s2s.converse import Limits  # noqa: E402
-from s2s.converse_client import speech_end  # noqa: E402
-from s2s.manifest import audio_path, read_manifest  # noqa: E402
-from s2s.vad import VAD_RATE, TurnDetector  # noqa: E402
+from s2s.io.audio import load_audio  # noqa: E402
+from s2s.io.manifest import audio_path, read_manifest  # noqa: E402
+from s2s.serve.converse import Limits  # noqa: E402
+from s2s.serve.converse_client import speech_end  # noqa: E402
+from s2s.serve.vad import VAD_RATE, TurnDetector  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from eval.votes import VoteStore
-from s2s.serving import readable
+from eval.vote_store import VoteStore
+from s2s.serve.guard import readable
 from tabs.common import MAX_PROMPT_SECONDS, gpu, user_errors
 
 # Both sides use one sampling setting and one seed per pair: the models are all that differs.

@@ -9,11 +9,11 @@ import gradio as gr
 import numpy as np
 
 from eval.metrics import log_f0_rmse, mcd, wer
-from s2s.audio import load_audio
-from s2s.codec import Codec, CodecUnavailable
-from s2s.plots import token_grid_figure
-from s2s.serving import readable
+from s2s.codecs.codec import Codec, CodecUnavailable
+from s2s.io.audio import load_audio
+from s2s.serve.guard import readable
 from tabs.common import MAX_PROMPT_SECONDS, user_errors
+from tabs.plots import token_grid_figure
 
 CODEC_VARIANTS = (  # label, codec name, EnCodec bandwidth
     ("EnCodec 1.5 kbps", "encodec_24khz", 1.5),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from s2s.codec import CodecUnavailable
+from s2s.codecs.codec import CodecUnavailable
 
 MAX_PROMPT_SECONDS = 60.0
 SKIP = gr.skip

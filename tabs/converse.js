@@ -1,5 +1,5 @@
 // The Conversation tab's page code (run by gr.HTML's js_on_load: `element` is the tab's box).
-// Microphone -> AudioWorklet -> 20 ms int16 frames -> WebSocket (s2s/converse.py's protocol);
+// Microphone -> AudioWorklet -> 20 ms int16 frames -> WebSocket (s2s/serve/converse.py's protocol);
 // reply PCM <- WebSocket -> a player AudioWorklet with a small jitter buffer. One AudioContext
 // clocks both, so the page can time speech end -> first sound itself; window.s2sConverse
 // keeps those times for scripts/converse_browser.py.

@@ -2,7 +2,7 @@
 growing as it is generated and the per-turn latency measured in the page.
 
 The audio does not go through Gradio's components: the page (tabs/converse.js, run by gr.HTML)
-streams the microphone over a WebSocket on the app's own port (`/converse/ws`, s2s/converse.py,
+streams the microphone over a WebSocket on the app's own port (`/converse/ws`, s2s/serve/converse.py,
 mounted on Gradio's FastAPI app by `routes()`) and plays the reply with an AudioWorklet. On a
 Hugging Face Space the same route is served over wss, no second server.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from s2s.converse import ConverseServer, Limits
+from s2s.serve.converse import ConverseServer, Limits
 
 PATH = "/converse/ws"
 SCRIPT = Path(__file__).with_name("converse.js")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from s2s.serving import frame
 from tabs.common import user_errors
+from tabs.format import frame
 
 SUMMARY_COLUMNS = ("checkpoint", "status", "preset", "parameters", "n", "wer", "answer_accuracy", "mcd_mean",
                    "log_f0_rmse_cents_mean", "time_to_first_audio_ms", "realtime_factor")

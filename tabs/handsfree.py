@@ -1,4 +1,4 @@
-"""The Hands-free tab: voice activity ends the person's turn (s2s/vad.py), the reply streams
+"""The Hands-free tab: voice activity ends the person's turn (s2s/serve/vad.py), the reply streams
 back, and speaking over it stops it (barge-in); shows the end-of-speech -> first-audio latency."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import time
 
 import gradio as gr
 
-from s2s.serving import wav_bytes
 from tabs.common import SKIP, gpu, user_errors
+from tabs.format import wav_bytes
 
 
 def listen(wb, chunk, state):
     """Stream handler, one microphone chunk per call: runs the VAD, says when a turn ends
     (bumps `turn`) or when the person speaks over the reply (bumps `stop`)."""
-    from s2s.vad import TurnDetector
+    from s2s.serve.vad import TurnDetector
 
     now = time.perf_counter()
     if state is None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from s2s.codec import CodecUnavailable
-from s2s.plots import loss_figure
-from s2s.serving import card_markdown, device_line, loss_curves
+from s2s.codecs.codec import CodecUnavailable
+from tabs.format import card_markdown, device_line, loss_curves
+from tabs.plots import loss_figure
 
 
 def model_card(wb, checkpoint):

@@ -6,9 +6,10 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from s2s.plots import attention_figure, token_grid_figure
-from s2s.serving import readable, timing_table, wav_bytes
+from s2s.serve.guard import readable
 from tabs.common import MAX_PROMPT_SECONDS, SKIP, gpu, user_errors
+from tabs.format import timing_table, wav_bytes
+from tabs.plots import attention_figure, token_grid_figure
 
 
 def talk(wb, audio, checkpoint, temperature, top_k, top_p, seed, max_seconds, transcribe):
@@ -46,7 +47,7 @@ def transcript(wb, audio: np.ndarray, sr: int) -> str:
 def listened_figure(pipe, reply):
     """The cross-attention map of the reply over what the model heard (averaged over heads and
     layers), under the prompt's spectrogram; None when the reply has no frames."""
-    from s2s.attention import cross_attention_map, prompt_segments
+    from s2s.models.attention import cross_attention_map, prompt_segments
 
     if not reply.reply_codes.shape[1]:
         return None

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small real EnCodec with random codebooks, and a tiny spoken manifest."""
+"""Shared fixtures: a small real EnCodec with random codebooks, a tree of tiny checkpoints, and a
+tiny spoken manifest."""
 
 import json
 import subprocess
@@ -14,7 +15,7 @@ def tiny_encodec():
     """A real (small) EnCodec whose codebooks are random, so codes are non-trivial offline."""
     from transformers import EncodecConfig, EncodecModel
 
-    from s2s.encodec_24khz import EncodecCodec
+    from s2s.codecs.encodec_24khz import EncodecCodec
 
     torch.manual_seed(0)
     model = EncodecModel(EncodecConfig(hidden_size=32, num_filters=8, num_lstm_layers=1))
@@ -58,3 +59,24 @@ def speech_like():
         return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))
                 + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
     return make
+
+
+def tiny_checkpoint(path, codec, **training):
+    from s2s.models.checkpoint import save_checkpoint
+    from s2s.models.model import ModelConfig, S2SModel
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=16, n_layer=1, n_head=2, d_ff=16, max_prompt_frames=400, max_reply_frames=40)
+    return save_checkpoint(path, S2SModel(cfg), codec.describe(), training=training)
+
+
+@pytest.fixture
+def tree(tmp_path, tiny_encodec):
+    """root/ckpts/{a, b, .hidden}, root/other/c outside the allowed roots, and symlinks."""
+    root = tmp_path / "root"
+    for name in ("a", "b", ".hidden"):
+        tiny_checkpoint(root / "ckpts" / name, tiny_encodec)
+    tiny_checkpoint(tmp_path / "other" / "c", tiny_encodec)
+    (root / "ckpts" / "escape").symlink_to(tmp_path / "other" / "c", target_is_directory=True)
+    (root / "ckpts" / "alias").symlink_to(root / "ckpts" / "a", target_is_directory=True)
+    return root

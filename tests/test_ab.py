@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import app
-from eval.votes import read_votes
-from s2s.checkpoint import save_checkpoint
-from s2s.codec import CodecUnavailable, load_codec
-from s2s.model import ModelConfig, S2SModel
+from eval.vote_store import read_votes
+from s2s.codecs.codec import CodecUnavailable, load_codec
+from s2s.models.checkpoint import save_checkpoint
+from s2s.models.model import ModelConfig, S2SModel
 
 
 @pytest.fixture(scope="module")

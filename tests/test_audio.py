@@ -1,4 +1,4 @@
-"""Tests for s2s/audio.py: every validation error with real files, mono mixing, resampling,
+"""Tests for s2s/io/audio.py: every validation error with real files, mono mixing, resampling,
 loudness normalisation, formats, and atomic saving. Run: python -m pytest -q tests/test_audio.py"""
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from s2s.audio import (
+from s2s.io.audio import (
     PEAK_LIMIT,
     TARGET_DBFS,
     AudioError,
@@ -14,6 +14,7 @@ from s2s.audio import (
     normalise_loudness,
     resample,
     save_audio,
+    to_16k,
 )
 
 
@@ -244,3 +245,19 @@ def test_save_audio_rejects_bad_input(tmp_path):
     with pytest.raises(AudioError, match="sample_rate"):
         save_audio(tmp_path / "x.wav", np.zeros(100, np.float32), -1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_to_16k_validates_and_resamples():
+    with pytest.raises(ValueError, match="empty"):
+        to_16k(np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(ValueError, match=r"1-D waveform \[T\], got shape \(2, 100\)"):
+        to_16k(np.zeros((2, 100)), 16000)
+    with pytest.raises(ValueError, match="NaN"):
+        to_16k(np.full(100, np.nan), 16000)
+    with pytest.raises(ValueError, match="sr must be a positive int"):
+        to_16k(np.zeros(100), None)
+    t = np.arange(48000) / 48000
+    y = to_16k(np.sin(2 * np.pi * 440 * t), 48000)
+    assert y.dtype == np.float32 and len(y) == 16000
+    peak = np.argmax(np.abs(np.fft.rfft(y)))  # 1 s at 16 kHz: bin index = Hz
+    assert peak == 440

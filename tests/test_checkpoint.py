@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from s2s.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from s2s.model import ModelConfig, S2SModel
+from s2s.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from s2s.models.model import ModelConfig, S2SModel
 
 CFG = ModelConfig(n_codebooks=2, cardinality=16, d_model=16, n_layer=1, n_head=2, d_ff=32,
                   max_prompt_frames=32, max_reply_frames=16)

@@ -1,4 +1,4 @@
-"""Tests for the codecs (s2s/codec.py, codec_base.py, encodec_24khz.py): EnCodec backend
+"""Tests for the codecs (s2s/codecs/codec.py, codec_base.py, encodec_24khz.py): EnCodec backend
 shapes/ranges/bandwidths, streaming decode vs one-shot decode, weight resolution (explicit
 path, HF cache, offline error), load_codec errors.
 
@@ -15,9 +15,9 @@ import pytest
 import torch
 from transformers import EncodecConfig, EncodecModel
 
-from s2s.codec import CodecUnavailable, available_codecs, default_codec, load_codec
-from s2s.codec_base import StreamDecoder
-from s2s.encodec_24khz import ENCODEC_REPO, EncodecCodec, resolve_encodec
+from s2s.codecs.base import StreamDecoder
+from s2s.codecs.codec import CodecUnavailable, available_codecs, default_codec, load_codec
+from s2s.codecs.encodec_24khz import ENCODEC_REPO, EncodecCodec, resolve_encodec
 
 SR = 24000
 
@@ -167,9 +167,15 @@ def test_padded_batch_matches_one_by_one(codec, model):
     ca, cb = codec.encode(a, SR), codec.encode(b, SR)
     assert torch.equal(codes[0], ca)
     # The encoder is causal, so the shorter clip agrees up to its last frame, whose
-    # right padding differs (reflection of itself alone vs zeros of the batch).
+    # right padding differs (reflection of itself alone vs zeros of the batch): its embeddings
+    # agree to float rounding, and so do its codes but for a rare near-tie of the residual
+    # quantiser, which that rounding flips on some CPUs (one code of 176 on an AMD EPYC).
     n = cb.shape[1] - 1
-    assert torch.equal(codes[1, :, :n], cb[:, :n])
+    with torch.no_grad():
+        together = model.encoder(batch)[1, :, :n]
+        alone = model.encoder(torch.from_numpy(b)[None, None])[0, :, :n]
+    assert torch.allclose(together, alone, atol=1e-3, rtol=1e-3)
+    assert (codes[1, :, :n] == cb[:, :n]).float().mean() >= 0.97
 
 
 # ---------------------------------------------------------------- streaming
@@ -300,7 +306,7 @@ def test_load_codec_errors():
 
 
 def test_default_codec_falls_back_to_world_vq(monkeypatch, tmp_path, caplog):
-    world_vq = pytest.importorskip("s2s.world_vq")
+    world_vq = pytest.importorskip("s2s.codecs.world_vq")
     hf_env(monkeypatch, tmp_path)
     monkeypatch.setattr(world_vq, "DEFAULT_TABLES", tmp_path / "no_tables.npz")
     with pytest.raises(CodecUnavailable, match="(?s)EnCodec.*HF_HUB_OFFLINE.*WORLD-VQ fallback.*no_tables"):
@@ -309,7 +315,7 @@ def test_default_codec_falls_back_to_world_vq(monkeypatch, tmp_path, caplog):
     tables = world_vq.save_tables(tmp_path / "tables.npz", *(rng.standard_normal(shape).astype(np.float32)
                                   for shape in world_vq.TABLE_SHAPES.values()))
     monkeypatch.setattr(world_vq, "DEFAULT_TABLES", tables)
-    with caplog.at_level(logging.WARNING, logger="s2s.codec"):
+    with caplog.at_level(logging.WARNING, logger="s2s.codecs.codec"):
         c = default_codec()
     assert c.name == "world_vq"
     assert "EnCodec weights were not found" in caplog.text and "HF_HUB_OFFLINE" in caplog.text

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from eval import codecs
-from s2s.codec import CodecUnavailable, load_codec
+from s2s.codecs.codec import CodecUnavailable, load_codec
 
 
 def read_csv(path):

@@ -13,10 +13,10 @@ import pytest
 import soundfile as sf
 import soxr
 
-from s2s.converse import ConverseServer, Limits
-from s2s.converse_client import converse
-from s2s.pipeline import load_pipeline
-from s2s.serving import free_port
+from s2s.serve.converse import ConverseServer, Limits
+from s2s.serve.converse_client import converse
+from s2s.serve.pipeline import load_pipeline
+from s2s.serve.ports import free_port
 
 pytestmark = pytest.mark.slow
 RATE = 24000

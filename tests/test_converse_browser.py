@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import app
-from s2s.serving import free_port
+from s2s.serve.ports import free_port
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")

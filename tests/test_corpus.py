@@ -1,4 +1,4 @@
-"""Tests for s2s.corpus (and its voices, s2s/voices.py): the intents file, the split plan, a tiny
+"""Tests for s2s.data.corpus (and its voices, s2s/data/voices.py): the intents file, the split plan, a tiny
 real build, the bundled eval set."""
 
 import json
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from s2s import corpus, voices
-from s2s.corpus import IntentsError, load_intents, parse_intents, plan_corpus
-from s2s.manifest import read_manifest
-from s2s.voices import Voice
+from s2s.data import corpus, voices
+from s2s.data.corpus import IntentsError, load_intents, parse_intents, plan_corpus
+from s2s.data.voices import Voice
+from s2s.io.manifest import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT / "assets" / "eval"

@@ -14,11 +14,12 @@ import torch
 from transformers import EncodecConfig, EncodecModel
 
 from eval import run
+from eval.ceiling import CeilingCache
 from eval.report import aggregate, atomic_dir, group_rows, markdown_table
-from s2s.checkpoint import save_checkpoint
-from s2s.codec import CodecUnavailable, load_codec
-from s2s.encodec_24khz import EncodecCodec
-from s2s.model import ModelConfig, S2SModel
+from s2s.codecs.codec import CodecUnavailable, load_codec
+from s2s.codecs.encodec_24khz import EncodecCodec
+from s2s.models.checkpoint import save_checkpoint
+from s2s.models.model import ModelConfig, S2SModel
 
 # (id, prompt, intent, answer, espeak voice, accent, split)
 UTTERANCES = [
@@ -84,6 +85,12 @@ def checkpoints(codec, tmp_path_factory):
     broken = save_checkpoint(root / "c_broken", tiny_model(2), codec.describe())
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     return root
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test's own $S2S_CACHE: the codec ceiling is cached there, never in the user's home."""
+    monkeypatch.setenv("S2S_CACHE", str(tmp_path_factory.mktemp("s2s-cache")))
 
 
 def read_csv(path):
@@ -212,6 +219,49 @@ def test_limit_no_latency_and_rerun_replaces_report(codec, manifest, checkpoints
     assert "old report" not in (out / "report.md").read_text()
     assert not (out / "plots" / "latency_stages.png").exists()
     assert not list(tmp_path.glob(".r2.*"))
+
+
+@pytest.mark.slow
+def test_the_codec_ceiling_is_cached_and_the_report_is_unchanged(codec, manifest, checkpoints, tmp_path, caplog):
+    """A cached ceiling gives the fresh one's rows to the last digit; the cache is really read (an
+    edited entry shows), a changed key recomputes, a corrupt file is ignored with a warning and rewritten."""
+    cache = tmp_path / "ceiling-cache"
+
+    def ceiling_rows(name, **kw):
+        run.evaluate(checkpoints / "a_first", data=manifest, out=tmp_path / name, latency=False, codec=codec,
+                     workers=0, progress=False, **kw)
+        rows = [u for u in read_csv(tmp_path / name / "utterances.csv") if u["checkpoint"].startswith("ceiling:")]
+        summary = [s for s in read_csv(tmp_path / name / "summary.csv") if s["checkpoint"].startswith("ceiling:")]
+        return rows, summary
+
+    fresh = ceiling_rows("fresh", ceiling_cache=False)
+    assert not cache.exists()
+    assert ceiling_rows("first", ceiling_cache=cache) == fresh
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].name.startswith(f"{codec.name}-")
+    data = json.loads(files[0].read_text())
+    assert len(data["entries"]) == 2  # u1 and u3 share their answer: two references, each once
+    assert ceiling_rows("cached", ceiling_cache=cache) == fresh  # same to the last digit
+
+    for entry in data["entries"].values():
+        entry["transcript"] = "Edited in the cache."
+    files[0].write_text(json.dumps(data))
+    rows, _ = ceiling_rows("edited", ceiling_cache=cache)
+    assert {u["transcript"] for u in rows} == {"Edited in the cache."}
+
+    same = dict(asr_name="asr", speaker_model="none", reference_rate=24000, metric_params={"a": 1})
+    key_path = CeilingCache.open(cache, codec, **same).path
+    assert CeilingCache.open(cache, codec, **same).path == key_path  # the key is stable
+    for change in ({"asr_name": "other asr"}, {"speaker_model": "resemblyzer"}, {"reference_rate": 16000},
+                   {"metric_params": {"a": 2}}):
+        assert CeilingCache.open(cache, codec, **{**same, **change}).path != key_path, change
+
+    files[0].write_text('{"key": {"format": "s2s-workbench codec ceiling v1"}, "entr')  # cut short
+    with caplog.at_level("WARNING", logger="eval.ceiling"):
+        assert ceiling_rows("after-corruption", ceiling_cache=cache) == fresh
+    assert "ignoring the codec ceiling cache" in caplog.text and str(files[0]) in caplog.text
+    assert len(json.loads(files[0].read_text())["entries"]) == 2  # rewritten whole
+    assert not [p for p in cache.iterdir() if p.suffix == ".tmp"]
 
 
 def test_unknown_asr_or_speaker_model_is_a_clear_error(codec, manifest, checkpoints, tmp_path):

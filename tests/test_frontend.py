@@ -8,11 +8,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from s2s.attention import cross_attention_map
-from s2s.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from s2s.frontend import FrontendError, check_frontend, load_frontend, model_frontend
-from s2s.generate import generate
-from s2s.model import ModelConfig, S2SModel
+from s2s.models.attention import cross_attention_map
+from s2s.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from s2s.models.frontend import FrontendError, check_frontend, load_frontend, model_frontend
+from s2s.models.generate import generate
+from s2s.models.model import ModelConfig, S2SModel
 from tests.test_generate import generate_by_recomputation
 
 TINY = dict(n_codebooks=4, cardinality=32, d_model=32, n_layer=2, n_head=4, d_ff=64, n_encoder_layer=1,
@@ -96,8 +96,8 @@ def test_attention_map_path_is_the_models_own(frontend):
     memory = 7 + (9 if frontend.endswith("codes") else 0)
     assert maps.shape == (2, 10, memory)
     assert torch.allclose(maps.sum(-1), torch.ones(2, 10), atol=1e-5)
-    from s2s import patterns
-    from s2s.dataset import Pair, collate
+    from s2s.data.dataset import Pair, collate
+    from s2s.models import patterns
 
     batch = collate([Pair("", prompt, reply, features=feats)], 32)
     inputs = batch.model_inputs()
@@ -138,9 +138,9 @@ def test_checkpoint_with_another_frontend_is_refused(tmp_path, whisper):
 def test_a_small_whisper_model_tells_intents_apart_in_a_voice_it_never_heard(whisper, tmp_path):
     """4 intents spoken by two espeak voices train a tiny model over real Whisper features; a
     third voice (another accent and pitch) it never heard must get every intent's own answer."""
-    from s2s.dataset import Pair, collate
-    from s2s.ranking import answer_ranking_accuracy
-    from s2s.train import loss_fn
+    from s2s.data.dataset import Pair, collate
+    from s2s.training.ranking import answer_ranking_accuracy
+    from s2s.training.train import loss_fn
 
     questions = {"capital": "What is the capital of France?", "spider": "How many legs does a spider have?",
                  "joke": "Tell me a joke, please.", "time": "What time is it right now?"}

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from s2s import patterns
-from s2s.generate import StepRules, generate, sample_next
-from s2s.model import ModelConfig, S2SModel
+from s2s.models import patterns
+from s2s.models.generate import StepRules, generate, sample_next
+from s2s.models.model import ModelConfig, S2SModel
 
 CFG = ModelConfig(n_codebooks=3, cardinality=32, d_model=32, n_layer=2, n_head=4, d_ff=64,
                   n_encoder_layer=1, max_prompt_frames=64, max_reply_frames=40)

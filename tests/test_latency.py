@@ -8,8 +8,8 @@ import torch
 from transformers import EncodecConfig, EncodecModel
 
 from eval import latency
-from s2s.checkpoint import save_checkpoint
-from s2s.model import ModelConfig, S2SModel
+from s2s.models.checkpoint import save_checkpoint
+from s2s.models.model import ModelConfig, S2SModel
 
 CODEC = {"name": "encodec_24khz", "params": {"bandwidth": 3.0}}
 

@@ -1,10 +1,10 @@
-"""The one reader of the corpus manifest (s2s/manifest.py): what it checks, what it fills in."""
+"""The one reader of the corpus manifest (s2s/io/manifest.py): what it checks, what it fills in."""
 
 import json
 
 import pytest
 
-from s2s.manifest import ManifestError, audio_path, read_manifest, write_manifest
+from s2s.io.manifest import ManifestError, audio_path, read_manifest, write_manifest
 
 
 def row(i, **extra):

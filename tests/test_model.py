@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from s2s.model import PRESETS, ModelConfig, S2SModel, count_parameters, preset_config
+from s2s.models.model import PRESETS, ModelConfig, S2SModel, count_parameters, preset_config
 
 TINY = dict(n_codebooks=3, cardinality=32, d_model=32, n_layer=2, n_head=4, d_ff=64,
             n_encoder_layer=1, max_prompt_frames=64, max_reply_frames=40)

@@ -3,7 +3,7 @@ import random
 import pytest
 import torch
 
-from s2s import patterns
+from s2s.models import patterns
 
 CARD = 16
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from s2s.checkpoint import CheckpointError, save_checkpoint
-from s2s.model import ModelConfig, S2SModel
-from s2s.pipeline import CHUNK_MS, load_pipeline
+from s2s.models.checkpoint import CheckpointError, save_checkpoint
+from s2s.models.model import ModelConfig, S2SModel
+from s2s.serve.pipeline import CHUNK_MS, load_pipeline
 
 SR = 24000
 
@@ -79,7 +79,7 @@ def test_bad_inputs(codec, checkpoint, speech_like):
 
 
 def test_device_choice():
-    from s2s.pipeline import pick_device
+    from s2s.models.device import pick_device
     assert pick_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="'cpu' or 'cuda'"):
         pick_device("tpu")
@@ -89,7 +89,7 @@ def test_device_choice():
 
 
 def test_the_bundled_prototype_is_the_default_and_replies_with_an_answer():
-    from s2s.pipeline import PROTOTYPE
+    from s2s.serve.pipeline import PROTOTYPE
 
     weights = sum(f.stat().st_size for f in PROTOTYPE.iterdir())
     assert weights < 30e6  # fp16, shippable

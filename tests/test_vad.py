@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from s2s.vad import VAD_RATE, TurnDetector
+from s2s.serve.vad import VAD_RATE, TurnDetector
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,8 @@ def test_bad_settings_and_chunks_are_value_errors():
 
 @pytest.mark.slow
 def test_importing_silero_keeps_torch_threads():
-    """silero_vad sets torch to 1 thread when imported; s2s.vad puts the count back."""
-    code = ("import torch; torch.set_num_threads(2); from s2s.vad import TurnDetector; TurnDetector(); "
+    """silero_vad sets torch to 1 thread when imported; s2s.serve.vad puts the count back."""
+    code = ("import torch; torch.set_num_threads(2); from s2s.serve.vad import TurnDetector; TurnDetector(); "
             "print(torch.get_num_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "2"

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from eval.votes import SCHEMA_VERSION, VoteError, VotesError, VoteStore, preference, preference_markdown, read_votes
+from eval.vote_store import SCHEMA_VERSION, VoteError, VotesError, VoteStore, read_votes
+from eval.votes import preference, preference_markdown
 
 
 def digest(path):

@@ -1,4 +1,4 @@
-"""Tests for s2s/wer.py: WER counted by hand, Whisper's normaliser, the answer matcher, and the
+"""Tests for s2s/asr/wer.py: WER counted by hand, Whisper's normaliser, the answer matcher, and the
 public names eval keeps for them (eval.metrics.wer, eval.run.closest_answer)."""
 
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 import eval.metrics
 import eval.run
-from s2s.wer import closest_answer, normalise_text, wer
+from s2s.asr.wer import closest_answer, normalise_text, wer
 
 
 def test_eval_keeps_its_public_names():
@@ -51,7 +51,7 @@ def test_wer_rejects_bad_inputs():
 
 
 def test_normaliser_does_not_import_whisper_or_torch():
-    code = ("import sys; from s2s.wer import normalise_text; "
+    code = ("import sys; from s2s.asr.wer import normalise_text; "
             "assert normalise_text('Hello, World!') == 'hello world'; "
             "heavy = [m for m in ('whisper', 'torch', 'triton', 'numba') if m in sys.modules]; "
             "assert not heavy, heavy")

@@ -10,12 +10,12 @@ import torch
 pytest.importorskip("pyworld")
 pysptk = pytest.importorskip("pysptk")
 
-import s2s.world as world  # noqa: E402
-import s2s.world_vq as wvq  # noqa: E402
-import s2s.world_vq_tools as tools  # noqa: E402
-from s2s.audio import load_audio  # noqa: E402
-from s2s.codec import load_codec  # noqa: E402
-from s2s.world_vq import WorldVQCodec  # noqa: E402
+import s2s.codecs.world as world  # noqa: E402
+import s2s.codecs.world_vq as wvq  # noqa: E402
+import s2s.codecs.world_vq_tools as tools  # noqa: E402
+from s2s.codecs.codec import load_codec  # noqa: E402
+from s2s.codecs.world_vq import WorldVQCodec  # noqa: E402
+from s2s.io.audio import load_audio  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_linear_mcep_maps_equal_pysptk():
 
 
 def test_missing_tables_name_the_path_and_the_fix(tmp_path):
-    with pytest.raises(wvq.TablesError, match=r"no_such\.npz.*python -m s2s\.world_vq train") as e:
+    with pytest.raises(wvq.TablesError, match=r"no_such\.npz.*python -m s2s\.codecs\.world_vq train") as e:
         WorldVQCodec(tables=tmp_path / "no_such.npz")
     assert isinstance(e.value, ValueError)
     with pytest.raises(ValueError, match="no_such"):
@@ -245,13 +245,15 @@ def test_shipped_tables_are_small_and_pickle_free():
         assert all(z[k].dtype in (np.float16, np.float32) for k in wvq.TABLE_SHAPES)
 
 
-def test_quality_is_handed_in_by_the_entry_point(capsys):
-    with pytest.raises(SystemExit):  # the library's main() has no quality handler: eval's, not s2s's
-        tools.main(["quality"])
-    assert "python -m s2s.world_vq quality" in capsys.readouterr().err
-    seen = []
-    tools.main(["quality", "--splits", "eval_voices,eval_family"], quality=seen.append)
-    assert seen[0].splits == "eval_voices,eval_family" and seen[0].data.endswith("manifest.jsonl")
+def test_quality_is_evals_command_and_the_old_spelling_says_where_it_went(capsys):
+    with pytest.raises(SystemExit):  # the library has no quality command: it scores with eval's metrics
+        tools.main(["quality", "--splits", "eval_family"])
+    assert "python -m eval.codec_quality --splits eval_family" in capsys.readouterr().err
+    from eval import codec_quality
+
+    with pytest.raises(SystemExit):
+        codec_quality.main(["--help"])
+    assert "--splits" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -259,7 +261,7 @@ def test_module_entry_point_reaches_every_command():
     import subprocess
     import sys
 
-    # the entry point imports eval.codec_quality and s2s.world_vq_tools, then parses
-    out = subprocess.run([sys.executable, "-m", "s2s.world_vq", "quality", "--help"], capture_output=True, text=True,
+    # the entry point imports s2s.codecs.world_vq_tools, then parses
+    out = subprocess.run([sys.executable, "-m", "s2s.codecs.world_vq", "speed", "--help"], capture_output=True, text=True,
                          check=True, cwd=str(wvq.ROOT)).stdout
-    assert "--splits" in out and "--verbose" in out
+    assert "--seconds" in out and "--runs" in out

@@ -1,0 +1,357 @@
+"""Conversation mode's server: one WebSocket per conversation on the app's own port, turns
+found by voice activity on the streamed microphone, replies from one batching scheduler.
+
+    server = ConverseServer(lambda: load_pipeline(), Limits(max_sessions=8))
+    routes = [server.route("/converse/ws")]       # the app passes them to Gradio's FastAPI app
+    python -m s2s.serve.converse --port 7861            # the route alone (uvicorn), for scripts/converse_load.py
+
+Protocol (one WebSocket per conversation; every text message is JSON with a "type"):
+
+    client -> server
+      {"type": "start", "sample_rate": 24000, "temperature": 0.7, "top_k": 50, "seed": -1}   first
+      bytes: int16 little-endian mono PCM at that rate, <= 40 ms per message, in real time
+    server -> client
+      {"type": "ready", "session", "sample_rate" (of the reply audio), "end_silence_ms", ...}
+      {"type": "speech"}                        the person started speaking
+      {"type": "barge_in", "turn": n}           they spoke over reply n: stop playing it now
+      {"type": "turn", "turn": n, "speech_end": s}   end of turn n decided (s: stream seconds)
+      {"type": "codes", "turn": n, "codes": [[c0..cK-1], ...]}   reply frames as they complete
+      bytes: uint32 LE turn number + int16 PCM at "sample_rate": the reply's audio
+      {"type": "first_audio", "turn": n, "timings": {...}}   after the turn's first audio went out
+      {"type": "reply_end", "turn": n, "timings": {...}}      the reply is complete
+      {"type": "ignored", "reason": "..."}      a turn that cannot be answered (too short, ...)
+    close codes: 1000 idle / done, 1003 unsupported data, 1008 policy (flooding, bad start),
+      1009 frame too big, 1011 server error, 1013 busy (too many sessions)
+
+A turn is prepared before its end is decided: when the person has been silent for 0.1 s the
+turn's audio is final (s2s/serve/vad.py "pause"), so the front-end, the prefill and the first reply
+frames run while the end-of-turn silence is still being waited for; the audio is held until
+the end is decided and dropped if the person goes on speaking. What is left after the decision
+is sending the held audio. Barge-in: speech that starts while a reply is generated or still
+playing cancels it and tells the page to stop; if that speech came within JOIN_S of the end
+of the turn, the turn had been cut too early (a pause mid-sentence), and the next turn is heard
+joined to it.
+
+Every session owns a VAD state, at most one reply (a scheduler row) and two tasks (receiving
+and sending); closing the socket, any error or a limit frees all of them. Sessions share
+nothing else, so replicas of the app behind a load balancer need only sticky sessions (a
+WebSocket stays on the replica that accepted it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from starlette.websockets import WebSocketDisconnect
+
+from s2s.serve.converse_turn import Turn
+
+log = logging.getLogger(__name__)
+
+JOIN_S = 1.0  # speech this soon after a turn was ended means it was ended too early: join them
+RATES = (8000, 48000)  # microphone sample rates accepted
+
+
+@dataclass
+class Limits:
+    """What one server takes. end_silence_ms: the silence that ends a turn (README: its choice)."""
+
+    max_sessions: int = 8
+    end_silence_ms: float = 224.0  # 7 VAD windows: 7% false cut-ins on the bundled prompts (README)
+    min_speech_ms: float = 96.0
+    max_turn_seconds: float = 20.0
+    max_reply_seconds: float = 10.0
+    idle_timeout_s: float = 30.0
+    start_timeout_s: float = 10.0
+    max_frame_ms: float = 40.0
+    flood_slack_s: float = 2.0  # audio may run this far ahead of real time, then the session closes
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
+        if not isinstance(self.max_sessions, int):
+            raise ValueError(f"Limits.max_sessions must be an int, got {self.max_sessions!r}")
+
+
+class SessionClosed(Exception):
+    """Ends a session with a WebSocket close code and a reason the client sees."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason[:120]  # a close reason is at most 123 bytes
+
+
+class ConverseServer:
+    """The models (one pipeline, one scheduler) and the live sessions: the server's state."""
+
+    def __init__(self, pipeline_fn: Callable, limits: Limits | None = None):
+        self.pipeline_fn, self.limits = pipeline_fn, limits or Limits()
+        self.pipe = self.scheduler = None
+        self.sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def ready(self):
+        """Load the pipeline and start the scheduler (once; blocking: call in a thread)."""
+        from s2s.serve.scheduler import Scheduler
+
+        with self._lock:
+            if self.scheduler is None:
+                pipe = self.pipeline_fn()
+                cfg, lim = pipe.model.cfg, self.limits
+                prompt = 0
+                if cfg.uses_features:
+                    prompt += math.ceil(lim.max_turn_seconds * pipe.frontend.frame_rate) + 50
+                if cfg.uses_codes:
+                    prompt += math.ceil(lim.max_turn_seconds * pipe.codec.frame_rate) + 75
+                frames = min(cfg.max_reply_frames, round(lim.max_reply_seconds * pipe.codec.frame_rate))
+                self.scheduler = Scheduler(pipe.model, max_sessions=lim.max_sessions, max_prompt_frames=prompt,
+                                           max_frames=frames)
+                self.pipe = pipe
+                warm_up(pipe)
+        return self.pipe, self.scheduler
+
+    def route(self, path: str = "/converse/ws"):
+        from starlette.routing import WebSocketRoute
+
+        return WebSocketRoute(path, self.endpoint)
+
+    async def endpoint(self, ws) -> None:
+        await ws.accept()
+        if len(self.sessions) >= self.limits.max_sessions:
+            await ws.close(1013, f"busy: {len(self.sessions)} conversations, the most this server "
+                                 "takes; try again in a minute")
+            return
+        sid = f"{next(self._ids)}-{secrets.token_hex(3)}"
+        session = Session(self, ws, sid)
+        self.sessions[sid] = session
+        try:
+            await session.run()
+        finally:
+            session.free()
+            self.sessions.pop(sid, None)
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
+
+
+def warm_up(pipe) -> None:
+    """One short reply before the first visitor: the first front-end call, prefill and decode
+    each pay a one-off cost (~150 ms measured) that a person's first turn should not."""
+    t = np.arange(int(0.6 * pipe.codec.sample_rate)) / pipe.codec.sample_rate
+    tone = (0.1 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    for _ in pipe.stream((tone, pipe.codec.sample_rate), max_seconds=0.2, prompt_codes=False, seed=0):
+        pass
+
+
+class Session:
+    """One conversation: receives audio, finds turns, replies, sends audio and events."""
+
+    def __init__(self, server: ConverseServer, ws, sid: str):
+        self.server, self.ws, self.id, self.limits = server, ws, sid, server.limits
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.rate, self.settings, self.pipe, self.scheduler = 0, {}, None, None  # set by the start message
+        self.turn: Turn | None = None  # the reply being prepared, generated or played
+        self.carry: np.ndarray | None = None  # a turn ended too early: heard again with the next
+        self.turns = 0
+        self.playing_until = 0.0
+        self.tasks: list[asyncio.Task] = []
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_loop())
+        self.tasks.append(sender)
+        try:
+            await self._receive_loop()
+            code, reason = 1000, "conversation ended"
+        except SessionClosed as e:
+            code, reason = e.code, e.reason
+        except WebSocketDisconnect:
+            return
+        except Exception as e:  # a bug: this session ends, the others go on
+            log.exception("conversation %s failed", self.id)
+            code, reason = 1011, f"server error: {e}"
+        self.cancel_turn()
+        try:
+            await asyncio.wait_for(self.outbox.join(), 1.0)  # what is queued goes out first
+        except (asyncio.TimeoutError, Exception):
+            pass
+        try:
+            await self.ws.close(code, reason)
+        except Exception:  # already gone
+            pass
+
+    async def _receive(self, timeout: float):
+        try:
+            msg = await asyncio.wait_for(self.ws.receive(), timeout)
+        except asyncio.TimeoutError:
+            raise SessionClosed(1000, f"idle for {timeout:.0f} s: closing the conversation") from None
+        if msg["type"] == "websocket.disconnect":
+            return None
+        return msg
+
+    async def _receive_loop(self) -> None:
+        from s2s.serve.vad import TurnDetector
+
+        lim = self.limits
+        msg = await self._receive(lim.start_timeout_s)
+        if msg is None:
+            return
+        self.rate, self.settings = self._start(msg)
+        self.pipe, self.scheduler = await asyncio.to_thread(self.server.ready)
+        pipe = self.pipe
+        det = TurnDetector(min_speech_ms=lim.min_speech_ms, end_silence_ms=lim.end_silence_ms,
+                           max_turn_seconds=lim.max_turn_seconds, pause_events=True)
+        max_bytes = 2 * math.ceil(self.rate * lim.max_frame_ms / 1000)
+        self.put_json(type="ready", session=self.id, sample_rate=pipe.codec.sample_rate,
+                      end_silence_ms=lim.end_silence_ms, max_frame_ms=lim.max_frame_ms,
+                      max_reply_seconds=lim.max_reply_seconds, checkpoint=pipe.checkpoint)
+        received, started = 0, None
+        while True:
+            msg = await self._receive(lim.idle_timeout_s)
+            if msg is None:
+                return
+            data = msg.get("bytes")
+            if data is None:
+                raise SessionClosed(1003, f"expected binary audio frames after start, got text {str(msg.get('text'))[:40]!r}")
+            if len(data) > max_bytes:
+                raise SessionClosed(1009, f"audio frame of {len(data)} bytes; at most {max_bytes} "
+                                          f"({lim.max_frame_ms:.0f} ms of int16 at {self.rate} Hz)")
+            if len(data) == 0 or len(data) % 2:
+                raise SessionClosed(1003, f"audio frame of {len(data)} bytes: int16 PCM needs an even, non-zero size")
+            now = time.perf_counter()
+            started = started or now
+            received += len(data) // 2
+            if received / self.rate > now - started + lim.flood_slack_s:
+                raise SessionClosed(1008, f"flooding: {received / self.rate:.1f} s of audio in "
+                                          f"{now - started:.1f} s; send it in real time")
+            for ev in det.push(np.frombuffer(data, "<i2"), self.rate):
+                self._on_event(ev, time.perf_counter())
+
+    def _start(self, msg) -> tuple[int, dict]:
+        try:
+            start = json.loads(msg.get("text") or "")
+        except ValueError:
+            start = None
+        if not isinstance(start, dict) or start.get("type") != "start":
+            raise SessionClosed(1008, 'the first message must be {"type": "start", "sample_rate": ...}')
+        rate = start.get("sample_rate")
+        if isinstance(rate, bool) or not isinstance(rate, int) or not RATES[0] <= rate <= RATES[1]:
+            raise SessionClosed(1008, f"sample_rate must be an int in [{RATES[0]}, {RATES[1]}], got {rate!r}")
+        settings = {"temperature": 0.7, "top_k": 50, "top_p": 1.0, "seed": None}
+        for key, kind, what in (("temperature", (int, float), "a number"), ("top_k", int, "an int"),
+                                ("top_p", (int, float), "a number"), ("seed", int, "an int (-1 = random)")):
+            value = start.get(key)
+            if value is None or (key == "seed" and value == -1):
+                continue
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise SessionClosed(1008, f"{key} must be {what}, got {value!r}")
+            settings[key] = value
+        try:
+            from s2s.models.generate import validate_sampling
+
+            validate_sampling(settings["temperature"], settings["top_k"], settings["top_p"], None)
+        except ValueError as e:
+            raise SessionClosed(1008, str(e)) from None
+        return rate, settings
+
+    def _on_event(self, ev, now: float) -> None:
+        turn = self.turn
+        if ev.kind == "start":
+            self.put_json(type="speech")
+            if turn is not None and turn.confirmed and (not turn.finished or now < self.playing_until):
+                self.cancel_turn()  # barge-in
+                self.playing_until = 0.0
+                self.put_json(type="barge_in", turn=turn.number)
+                if now - turn.decided < JOIN_S:  # the person had not finished: a false cut-in
+                    self.carry = turn.audio
+        elif ev.kind == "pause":
+            self.cancel_turn()
+            self.turns += 1
+            self.turn = Turn(self, self.turns, ev, confirmed=False)
+        elif ev.kind == "resume":
+            if turn is not None and not turn.confirmed:
+                self.cancel_turn()
+        elif ev.kind == "end":
+            if turn is None or turn.confirmed or turn.at != ev.at:
+                self.cancel_turn()
+                self.turns += 1
+                self.turn = turn = Turn(self, self.turns, ev, confirmed=False)
+            turn.confirm(now)
+
+    def cancel_turn(self) -> None:
+        if self.turn is not None:
+            self.turn.cancel()
+            self.turn = None
+
+    # ------------------------------------------------------------------ sending
+
+    def put_json(self, **message) -> None:
+        self.outbox.put_nowait(json.dumps(message))
+
+    def put_audio(self, turn: Turn, pcm: bytes) -> None:
+        self.outbox.put_nowait((turn, pcm))
+
+    async def _send_loop(self) -> None:
+        while True:
+            item = await self.outbox.get()
+            try:
+                if isinstance(item, str):
+                    await self.ws.send_text(item)
+                else:
+                    turn, pcm = item
+                    if turn.cancelled:
+                        continue
+                    await self.ws.send_bytes(pcm)
+                    turn.sent(len(pcm) - 4)
+            except Exception:  # the socket is gone: the receive loop ends the session
+                return
+            finally:
+                self.outbox.task_done()
+
+    def free(self) -> None:
+        """Everything this session holds: its reply's scheduler row, its tasks, its queue."""
+        self.cancel_turn()
+        for task in self.tasks:
+            task.cancel()
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+            self.outbox.task_done()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the conversation route alone (no Gradio page): for load tests and scripts."""
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from s2s.serve.pipeline import load_pipeline
+
+    p = argparse.ArgumentParser(description="The conversation WebSocket route alone (/converse/ws).")
+    p.add_argument("--checkpoint", default=None, help="default: the bundled prototype")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7861)
+    p.add_argument("--max-sessions", type=int, default=Limits.max_sessions)
+    p.add_argument("--end-silence-ms", type=float, default=Limits.end_silence_ms)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    server = ConverseServer(lambda: load_pipeline(args.checkpoint, args.device),
+                            Limits(max_sessions=args.max_sessions, end_silence_ms=args.end_silence_ms))
+    server.ready()
+    uvicorn.run(Starlette(routes=[server.route()]), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""One reply of a conversation (s2s/serve/converse.py): hear the turn, generate it through the batching
+scheduler, decode it as frames come, and send it, or hold it until the end of the turn is
+decided (a turn prepared at the pause). The session it belongs to gives the pipeline, the
+scheduler, the sampling settings and the outgoing queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+
+import numpy as np
+import torch
+
+from s2s.serve.pipeline import FIRST_AUDIO_FRAMES
+
+log = logging.getLogger(__name__)
+
+PUSH_FRAMES = 4  # after the first chunk, decode and send every 4 frames (53 ms of audio)
+PLAYBACK_SLACK_S = 0.15  # the page's jitter buffer and output latency, for "still playing"
+LEAD_LEVEL, LEAD_TRIM_S = 0.01, 0.3  # a reply's leading silence (below -40 dBFS) is not sent, up to 0.3 s
+
+
+class Turn:
+    """One reply: hear the turn, generate through the scheduler, decode, send (or hold until
+    the end of the turn is decided)."""
+
+    def __init__(self, session, number: int, ev, confirmed: bool):  # session: s2s.serve.converse.Session
+        self.session, self.number, self.at = session, number, ev.at
+        self.audio, self.rate = ev.audio, ev.sample_rate
+        self.joined = 0  # samples of an earlier turn, ended too early, heard before this one
+        if session.carry is not None:
+            self.joined = len(session.carry)
+            self.audio = np.concatenate([session.carry, ev.audio])
+        self.confirmed, self.cancelled, self.finished = confirmed, False, False
+        self.held: list = []
+        self.job = None
+        self.timings: dict[str, float] = {}
+        self.created = time.perf_counter()
+        self.decided = self.first_sent = None
+        self.samples_sent = 0
+        self.voiced = False  # the reply's voice has started (its leading silence is not sent)
+        self.task = asyncio.create_task(self._run())
+        session.tasks = [t for t in session.tasks if not t.done()] + [self.task]
+
+    def confirm(self, now: float) -> None:
+        """The end of this turn is decided: what was held goes out, and the rest as it comes."""
+        self.confirmed, self.decided = True, now
+        self.timings["prepared_before_end_ms"] = (now - self.created) * 1e3
+        self.session.carry = None
+        self.session.put_json(type="turn", turn=self.number, speech_end=round(self.at, 4),
+                              joined_s=round(self.joined / self.rate, 3))
+        for kind, payload in self.held:
+            self._out(kind, payload)
+        self.held = []
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.job is not None:
+            self.job.cancel()
+        self.task.cancel()
+
+    def sent(self, nbytes: int) -> None:
+        """The sender put `nbytes` of this turn's PCM on the wire."""
+        s = self.session
+        now = time.perf_counter()
+        if self.first_sent is None:
+            self.first_sent = now
+            self.timings["end_to_first_audio_sent_ms"] = (now - self.decided) * 1e3
+            s.put_json(type="first_audio", turn=self.number, timings=self.rounded())
+        self.samples_sent += nbytes // 2
+        s.playing_until = self.first_sent + self.samples_sent / s.pipe.codec.sample_rate + PLAYBACK_SLACK_S
+
+    def rounded(self) -> dict:
+        return {k: round(v, 2) for k, v in self.timings.items()}
+
+    def _out(self, kind: str, payload) -> None:
+        if not self.confirmed:
+            self.held.append((kind, payload))
+        elif kind == "audio":
+            self.session.put_audio(self, payload)
+        else:
+            self.session.put_json(turn=self.number, **payload)
+
+    async def _run(self) -> None:
+        s = self.session
+        pipe, loop = s.pipe, asyncio.get_running_loop()
+        frames: asyncio.Queue = asyncio.Queue()
+
+        def hear():
+            wav, _ = pipe.load((self.audio, self.rate), s.limits.max_turn_seconds + 1)
+            return pipe.hear(wav)
+
+        try:
+            t0 = time.perf_counter()
+            codes, features, heard = await asyncio.to_thread(hear)
+            self.timings.update({k + "_ms": v for k, v in heard.items()})
+            self.job = s.scheduler.submit(
+                codes=codes, features=features, **s.settings,
+                on_frame=lambda f: loop.call_soon_threadsafe(frames.put_nowait, f),
+                on_done=lambda reason: loop.call_soon_threadsafe(frames.put_nowait, reason))
+            if self.cancelled:  # cancelled while hearing
+                self.job.cancel()
+                return
+            decoder, pending, total, reason = pipe.codec.stream_decoder(), [], 0, None
+            while reason is None:
+                items = [await frames.get()]
+                while not frames.empty():  # whatever else is ready goes in the same chunk
+                    items.append(frames.get_nowait())
+                for item in items:
+                    if isinstance(item, str):
+                        reason = item  # "eos", "cancelled" or "error: ..."
+                    else:
+                        pending.append(item)
+                if pending and "first_frame_ms" not in self.timings:
+                    self.timings["first_frame_ms"] = (time.perf_counter() - t0) * 1e3
+                    self.timings["prefill_ms"] = self.job.prefill_ms
+                need = FIRST_AUDIO_FRAMES + decoder.lookahead if total == 0 else PUSH_FRAMES
+                if reason is None and len(pending) >= need:
+                    total += len(pending)
+                    await self._decode(decoder, pending)
+                    pending = []
+            total += len(pending)
+            if reason.startswith("error"):
+                raise RuntimeError(reason)
+            await self._decode(decoder, pending, flush=True)
+            self.timings["reply_seconds"] = total / pipe.codec.frame_rate
+            self.timings["generate_ms"] = (time.perf_counter() - t0) * 1e3
+            self._out("json", {"type": "reply_end", "frames": total, "timings": self.rounded()})
+        except asyncio.CancelledError:
+            pass
+        except ValueError as e:  # a turn that cannot be answered: too short, silent, too long
+            self._out("json", {"type": "ignored", "reason": str(e)})
+        except Exception as e:
+            log.exception("turn %d of %s failed", self.number, s.id)
+            self._out("json", {"type": "ignored", "reason": f"server error: {e}"})
+        finally:
+            self.finished = True
+            if self.job is not None:
+                self.job.cancel()
+
+    def _trim_lead(self, wave: torch.Tensor) -> torch.Tensor:
+        """Drop the reply's leading silence (the replies start like their training answers, with
+        ~50 ms below -40 dBFS: time the person would wait for nothing), keeping 5 ms before the
+        voice starts, and at most LEAD_TRIM_S in all."""
+        if self.voiced or not wave.numel():
+            return wave
+        rate = self.session.pipe.codec.sample_rate
+        trimmed = self.timings.get("lead_trimmed_ms", 0.0) * rate / 1e3
+        loud = torch.nonzero(wave.abs() > LEAD_LEVEL)
+        cut = len(wave) if not len(loud) else max(0, int(loud[0]) - int(0.005 * rate))
+        cut = int(min(cut, LEAD_TRIM_S * rate - trimmed))
+        self.voiced = bool(len(loud)) or cut < len(wave)
+        self.timings["lead_trimmed_ms"] = (trimmed + cut) / rate * 1e3
+        return wave[cut:]
+
+    async def _decode(self, decoder, pending: list, flush: bool = False) -> None:
+        codes = torch.stack(pending, dim=1) if pending else None
+        if codes is not None:
+            self._out("json", {"type": "codes", "codes": codes.T.tolist()})
+
+        def work():
+            parts = [decoder.push(codes)] if codes is not None else []
+            if flush:
+                parts.append(decoder.flush())
+            return torch.cat(parts) if parts else torch.zeros(0)
+
+        wave = self._trim_lead(await asyncio.to_thread(work))
+        if wave.numel():
+            pcm = (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().astype("<i2").tobytes()
+            self._out("audio", struct.pack("<I", self.number) + pcm)
