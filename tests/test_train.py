@@ -12,7 +12,8 @@ from s2s.data.dataset import Pair, augment_features, augment_prompt, collate, co
 from s2s.models.checkpoint import load_checkpoint, save_checkpoint
 from s2s.models.model import ModelConfig, S2SModel
 from s2s.training.ranking import answer_ranking_accuracy, answer_scores
-from s2s.training.train import Trainer, loss_fn, lr_at, parse_args
+from s2s.training.flags import parse_args
+from s2s.training.train import Trainer, loss_fn, lr_at
 
 TINY = ["--preset", "10m", "--batch-frames", "2000", "--lr", "3e-3", "--warmup", "2",
         "--dropout", "0", "--check-every", "0", "--eval-every", "5", "--workers", "1", "--threads", "2"]
@@ -45,6 +46,18 @@ def test_loss_falls_and_checkpoint_records_the_run(spoken_manifest, tiny_encodec
     assert config["training"]["steps"] == 40 == result["step"]
     assert config["training"]["pairs"] == 4
 
+
+
+@pytest.mark.slow
+def test_eval_every_and_save_every_zero_mean_never(spoken_manifest, tiny_encodec, tmp_path):
+    out = tmp_path / "run"  # --eval-every 0 used to end in ZeroDivisionError after step 1
+    result = Trainer(tiny_args(spoken_manifest, out, "--steps", "4", "--log-every", "1", "--eval-every", "0",
+                               "--save-every", "0"), codec=tiny_encodec).run()
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert result["step"] == 4 and [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    assert not any("val_loss" in r for r in log)  # never validated
+    _, config = load_checkpoint(out, codec=tiny_encodec.describe())  # saved once, at the end
+    assert config["training"]["steps"] == 4
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ end; OUT/train_log.jsonl holds every logged loss and check.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -32,86 +31,31 @@ from tqdm import tqdm
 from s2s.asr.wer import closest_answer, wer
 from s2s.asr.whisper import load_asr
 from s2s.codecs.codec import CodecUnavailable, load_codec
-from s2s.data.dataset import (Batch, Pair, augment_features, augment_prompt, collate, corrupt_reply_input, crop_replies,
-                              epoch_batches, featurise, make_pairs, select_rows, tokenise)
+from s2s.data.dataset import (
+    Batch,
+    Pair,
+    augment_features,
+    augment_prompt,
+    collate,
+    corrupt_reply_input,
+    crop_replies,
+    epoch_batches,
+    featurise,
+    make_pairs,
+    select_rows,
+    tokenise,
+)
 from s2s.io.manifest import audio_path, read_manifest
 from s2s.models import patterns
 from s2s.models.checkpoint import check_codec, load_checkpoint, load_extra, read_config, save_checkpoint
 from s2s.models.frontend import FrontendError, check_frontend, model_frontend
 from s2s.models.generate import autocast
-from s2s.models.model import MODEL_FRONTENDS, PRESETS, S2SModel, preset_config
+from s2s.models.model import S2SModel, preset_config
 from s2s.serve.pipeline import Pipeline
+from s2s.training.flags import codec_options, parse_args
 from s2s.training.ranking import answer_ranking_accuracy
 
 LOG_FILE = "train_log.jsonl"
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", required=True, help="corpus manifest.jsonl")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--preset", default="10m", choices=list(PRESETS))
-    p.add_argument("--codec", default="world_vq", help="codec name (s2s.available_codecs())")
-    p.add_argument("--codec-option", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="codec options, e.g. tables=PATH (world_vq) or bandwidth=6.0 (encodec_24khz)")
-    p.add_argument("--frontend", default="whisper_tiny_en", choices=list(MODEL_FRONTENDS),
-                   help="what the model hears of the prompt (s2s/models/frontend.py); --init/--resume keep theirs")
-    p.add_argument("--init", default=None, help="fine-tune: start from this checkpoint's weights")
-    p.add_argument("--resume", action="store_true", help="continue --out from its saved step")
-    p.add_argument("--filter", nargs="*", default=[], help="KEY=VALUE manifest filters, e.g. accent=en-gb")
-    p.add_argument("--steps", type=int, default=4000, help="total steps (sets the lr schedule)")
-    p.add_argument("--stop-after", type=int, default=None, help="end this run after N steps (resume later)")
-    p.add_argument("--batch-frames", type=int, default=8000, help="batch size x longest (prompt + reply) frames")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--min-lr-ratio", type=float, default=0.1)
-    p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--clip", type=float, default=1.0)
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--onset-weight", type=float, default=1.0,
-                   help="loss weight of the reply's first --onset-steps steps, where it must show it heard the prompt")
-    p.add_argument("--onset-steps", type=int, default=48)
-    p.add_argument("--crop-frames", type=int, default=0,
-                   help="until --crop-until, train on the replies' first N frames only (where the answer is "
-                        "chosen: listening is learnt several times faster); 0 = off")
-    p.add_argument("--crop-until", type=int, default=0, help="the step where full replies take over")
-    p.add_argument("--stretch", type=float, default=0.0, help="prompt augmentation: random time stretch +-this share")
-    p.add_argument("--mask-spans", type=int, default=0, help="prompt augmentation: spans of random codes per prompt")
-    p.add_argument("--reply-noise", type=float, default=0.0,
-                   help="teacher-forcing noise: each pair has a share drawn from [0, this) of its reply's "
-                        "input codes replaced by random codes")
-    p.add_argument("--rank-steps", type=int, default=48,
-                   help="answer ranking at every validation: steps of each answer scored (0 = off)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--check-every", type=int, default=1000, help="spoken check (0 = off)")
-    p.add_argument("--check-data", default=None, help="manifest for the spoken check (default: --data)")
-    p.add_argument("--check-n", type=int, default=8)
-    p.add_argument("--save-every", type=int, default=500)
-    p.add_argument("--export", default=None, help="also write an fp16 copy without optimiser state here")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--workers", type=int, default=2, help="processes for tokenising")
-    return p.parse_args(argv)
-
-
-def codec_options(pairs: list[str]) -> dict:
-    """["bandwidth=6.0", "tables=x.npz", "download=true"] -> {"bandwidth": 6.0, "tables": "x.npz",
-    "download": True}: numbers become floats, true/false booleans, the rest stays text."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"codec option {pair!r} must look like KEY=VALUE, e.g. bandwidth=6.0")
-        if value.lower() in ("true", "false"):
-            options[key] = value.lower() == "true"
-            continue
-        try:
-            options[key] = float(value)
-        except ValueError:
-            options[key] = value
-    return options
 
 
 def copy_if_present(src: Path, dst: Path) -> None:
@@ -396,7 +340,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{last['loss']:.3f}")
                     self.log({"step": step, "loss": last["loss"], "lr": lr_at(step - 1, args),
                               "grad_norm": float(grad_norm), "time": round(time.time() - started, 1)})
-                if val_pairs and (step % args.eval_every == 0 or step == stop) and self.main:
+                if val_pairs and args.eval_every and (step % args.eval_every == 0 or step == stop) and self.main:
                     last["val_loss"] = self.validation_loss(val_pairs, max_steps)
                     last.update(self.ranking(val_pairs + pairs[:32], answers, max_steps))
                     self.log({"step": step, "val_loss": last["val_loss"],
@@ -404,7 +348,7 @@ class Trainer:
                 if args.check_every and step % args.check_every == 0 and self.main:
                     last.update(self.spoken_check())
                     self.log({"step": step, **{k: v for k, v in last.items() if k.startswith("check")}})
-                if step % args.save_every == 0 or step == stop:
+                if (args.save_every and step % args.save_every == 0) or step == stop:
                     self.save(step, {**last, "wall_s": round(time.time() - started, 1)})
         bar.close()
         if self.main and args.export:
