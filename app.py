@@ -11,6 +11,8 @@ it), Conversation (the same over a WebSocket and an AudioWorklet, several people
 batched), A/B (two checkpoints answer one prompt blind, the listener votes), Codec (a clip
 through every codec available, with MCD / log-F0 RMSE / WER), Evaluate
 (eval.run over a checkpoints folder), Model (the live checkpoint's card and loss curve).
+A/B and Evaluate write reports/: on a Hugging Face Space (SPACE_ID set) they are off, tab and
+API endpoint, unless the owner turns them on (--enable-tabs ab,evaluate or S2S_ENABLE_TABS).
 
 UI only: models load on first use (or in main() before launching), never at import; all state
 lives in the Workbench that build_ui() creates. Visitors can only name folders under the
@@ -30,7 +32,7 @@ import gradio as gr
 
 from s2s.codecs.codec import CodecUnavailable
 from s2s.data.eval_bundle import example_prompts
-from s2s.serve.converse import Limits
+from s2s.serve.converse_limits import Limits, add_limit_flags, limit_flags
 from s2s.serve.guard import FolderGuard
 from s2s.serve.model_cache import ModelCache
 from s2s.serve.pipeline import PROTOTYPE
@@ -41,6 +43,7 @@ from tabs import evaluate as evaluate_tab
 from tabs import handsfree as handsfree_tab
 from tabs import model as model_tab
 from tabs import talk as talk_tab
+from tabs.common import ENABLE_TABS_ENV, OPTIONAL_TAB_NAMES, OPTIONAL_TABS, optional_tabs
 from tabs.format import codec_label
 
 log = logging.getLogger("s2s.app")
@@ -116,9 +119,8 @@ class Workbench:
                                  f"found ({fix}) and WORLD-VQ cannot load: {str(e).splitlines()[0]}")
         return "\n\n".join(lines)
 
-    def rescan(self, checkpoint, folder):
-        ckpts, folders = self.guard.checkpoints(), self.guard.checkpoint_folders()
-        return gr.update(choices=ckpts, value=checkpoint), gr.update(choices=folders, value=folder)
+    def rescan(self, checkpoint):
+        return gr.update(choices=self.guard.checkpoints(), value=checkpoint)
 
     # The tabs' handlers (tabs/*.py): functions of the workbench, bound here as its methods, so
     # gradio and the tests call wb.talk(...), wb.compare_codecs(...) and so on.
@@ -126,17 +128,20 @@ class Workbench:
     listen, reply_turn = handsfree_tab.listen, handsfree_tab.reply_turn
     ab_serve, ab_vote, ab_choices = ab_tab.ab_serve, ab_tab.ab_vote, ab_tab.ab_choices
     compare_codecs = codec_tab.compare_codecs
-    run_eval = evaluate_tab.run_eval
+    run_eval, folder_choices = evaluate_tab.run_eval, evaluate_tab.folder_choices
     model_card = model_tab.model_card
 
 
 
 def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, converse_limits=None,
-             **options) -> gr.Blocks:
+             tabs: str | None = None, **options) -> gr.Blocks:
     """The app's Blocks. workbench: a ready Workbench (tests pass one with loader overrides);
     else one is made from options (checkpoint, device, roots, pipeline_loader, codec_loader,
     asr_loader, evaluate, examples). concurrency: replies generated at once (the rest queue).
-    converse_limits: the Conversation tab's s2s.serve.converse.Limits (sessions, end-of-turn silence)."""
+    converse_limits: the Conversation tab's s2s.serve.converse.Limits (sessions, end-of-turn silence).
+    tabs: the optional tabs (A/B, Evaluate: they write reports/) as --enable-tabs takes them; None =
+    S2S_ENABLE_TABS, else all locally and none on a Hugging Face Space (tabs/common.py)."""
+    enabled = optional_tabs(tabs)
     wb = workbench or Workbench(**options)
     with gr.Blocks(title="s2s workbench") as demo:
         gr.Markdown("## s2s workbench · speech in, speech out, no text in between")
@@ -147,21 +152,28 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, conver
                                     ", ".join(f"`{wb.guard.label(r)}`" for r in wb.guard.roots))
             rescan = gr.Button("Rescan folders", size="sm", scale=0, min_width=140)
         banner = gr.Markdown(elem_id="banner")
+        if off := [OPTIONAL_TAB_NAMES[t] for t in OPTIONAL_TABS if t not in enabled]:
+            gr.Markdown(f"*{' and '.join(off)} {'is' if len(off) == 1 else 'are'} off on this server: its owner "
+                        f"can turn {'it' if len(off) == 1 else 'them'} on (`--enable-tabs` or {ENABLE_TABS_ENV}).*",
+                        elem_id="tabs_off")
         with gr.Tabs():
             settings = talk_tab.build(wb, ckpt, concurrency)
             handsfree_tab.build(wb, ckpt, settings, concurrency)
             converse_tab.build(wb)
-            ab_first, ab_second = ab_tab.build(wb, concurrency)
+            ab_dropdowns = ab_tab.build(wb, concurrency) if "ab" in enabled else None
             codec_tab.build(wb)
-            folder = evaluate_tab.build(wb)
+            folder = evaluate_tab.build(wb) if "evaluate" in enabled else None
             card, loss_plot = model_tab.build(wb)
-        rescan.click(wb.rescan, [ckpt, folder], [ckpt, folder], api_visibility="private").then(
-            wb.ab_choices, [ab_first, ab_second], [ab_first, ab_second], api_visibility="private")
+        rescanned = rescan.click(wb.rescan, ckpt, ckpt, api_visibility="private")
+        if folder is not None:
+            rescanned.then(wb.folder_choices, folder, folder, api_visibility="private")
+        if ab_dropdowns is not None:
+            rescanned.then(wb.ab_choices, list(ab_dropdowns), list(ab_dropdowns), api_visibility="private")
         for trigger in (ckpt.change, demo.load):
             trigger(wb.banner, ckpt, banner, api_visibility="private").then(
                 wb.model_card, ckpt, [card, loss_plot], api_visibility="private")
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
-    demo.workbench = wb  # for tests and scripts
+    demo.workbench, demo.optional_tabs = wb, enabled  # for tests and scripts
     demo.converse = converse_tab.server(wb, converse_limits)  # its WebSocket route: launch() mounts it
     return demo
 
@@ -189,10 +201,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--root", action="append", default=None,
                    help="a folder visitors may pick checkpoints from (repeatable; default: assets/ and ckpts/)")
     p.add_argument("--concurrency", type=int, default=2, help="replies generated at once; the rest queue")
+    p.add_argument("--enable-tabs", default=None, metavar="TABS",
+                   help="optional tabs that write reports/ (ab, evaluate; comma-separated, all or none); "
+                        "default: $S2S_ENABLE_TABS, else all locally and none on a Hugging Face Space")
     p.add_argument("--max-conversations", type=int, default=Limits.max_sessions,
                    help="Conversation tab: sessions at once, batched by one scheduler (more get 'busy')")
     p.add_argument("--end-silence-ms", type=float, default=Limits.end_silence_ms,
                    help="Conversation tab: the silence that ends a turn")
+    add_limit_flags(p)  # Conversation tab: --allowed-origins, --max-per-client, idle and length limits
     return p.parse_args(argv)
 
 
@@ -201,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         wb = Workbench(args.checkpoint, args.device, args.root or DEFAULT_ROOTS)
-        limits = Limits(max_sessions=args.max_conversations, end_silence_ms=args.end_silence_ms)
+        optional_tabs(args.enable_tabs)  # a tab name it does not know stops here
+        limits = Limits(max_sessions=args.max_conversations, end_silence_ms=args.end_silence_ms,
+                        **limit_flags(args))
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     if wb.default is not None:  # load before the first visitor, so the first reply is fast
@@ -214,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         log.warning("no checkpoint: the bundled prototype %s is missing; pick one in the page", PROTOTYPE)
     wb.models.encodec_status()  # the banner says whether EnCodec is available; find out once, now
-    demo = build_ui(wb, concurrency=args.concurrency, converse_limits=limits)
+    demo = build_ui(wb, concurrency=args.concurrency, converse_limits=limits, tabs=args.enable_tabs)
     if wb.default is not None:  # the conversation scheduler and its warm-up, before the first visitor too
         try:
             demo.converse.ready()

@@ -14,7 +14,8 @@ so the point estimates here are the summary's own.
 
 Paired differences: for two checkpoints, the utterances both scored; each bootstrap resample
 draws one set of utterance indices used for both, so B - A keeps what the utterances share.
-A difference is "real" when its 95% interval excludes 0. Ceiling rows (codec only) get
+A difference is "real" when its 95% interval excludes 0; with fewer than MIN_PAIRED (2) such
+utterances there is no interval (nan) and nothing is real. Ceiling rows (codec only) get
 intervals but are not paired: they are a bound, not a contender.
 """
 
@@ -35,6 +36,7 @@ NOT_METRICS = {"wer", "word_errors", "ref_words", "mcd_frames", "f0_frames", "re
                "reference_seconds", "max_reply_seconds", "realtime_factor"}
 LOWER_IS_BETTER = {"wer", "mcd_mean", "log_f0_rmse_mean", "log_f0_rmse_cents_mean", "vuv_error_mean"}
 HIGHER_IS_BETTER = {"answer_accuracy", "speaker_sim_mean"}
+MIN_PAIRED = 2  # utterances both measured, at least, for a paired interval
 COMPARISON_COLUMNS = ("a", "b", "group_by", "group", "metric", "n", "a_value", "b_value", "diff", "diff_lo",
                       "diff_hi", "real", "better")
 
@@ -149,9 +151,12 @@ def paired(rows_a: list[dict], rows_b: list[dict], columns: list[str], resamples
         num_a, num_b = np.where(den > 0, num_a, 0.0), np.where(den > 0, num_b, 0.0)
         a_val, _, _ = ratio_interval(num_a, den, idx)
         b_val, _, _ = ratio_interval(num_b, den, idx)
+        n = int((den > 0).sum())
         diff, lo, hi = paired_ratio_interval(num_b, num_a, den, idx)
+        if n < MIN_PAIRED:  # every resample of one utterance is that utterance: a zero-width "interval"
+            lo = hi = math.nan
         real = bool(lo > 0 or hi < 0)  # nan compares False: no interval, not real
-        out.append({"metric": name, "n": int((den > 0).sum()), "a_value": a_val, "b_value": b_val,
+        out.append({"metric": name, "n": n, "a_value": a_val, "b_value": b_val,
                     "diff": diff, "diff_lo": lo, "diff_hi": hi, "real": real, "_better": _better(name, diff, real)})
     return out
 
@@ -207,7 +212,7 @@ def comparison_markdown(rows: list[dict], resamples: int = RESAMPLES) -> str:
     pct = int(round(100 * LEVEL))
     lines = [f"B - A on the utterances both scored, with a {pct}% bootstrap interval ({resamples} "
              "resamples of utterances, one set of indices for both checkpoints; accuracy, WER and "
-             "V/UV error in percentage points). **real**: the interval excludes 0. With many "
+             "V/UV error in percentage points). **real**: the interval excludes 0 (n >= 2). With many "
              f"metrics and pairs, about 1 in {round(1 / (1 - LEVEL))} intervals excludes 0 by chance alone.", ""]
     body = []
     for r in rows:

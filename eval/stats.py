@@ -13,6 +13,10 @@ sum(reference words). The bootstrap resamples utterances (not words), recomputes
 each resample and takes the 2.5 and 97.5 percentiles (the percentile method). A fixed seed makes
 a report reproducible. Paired differences use the same resample indices for both sides, so the
 utterance-to-utterance variation they share cancels out.
+
+Bradley-Terry (preference votes): strengths are comparable only between models joined by
+games, directly or through others; components() finds the separate pieces and
+bradley_terry() fits and centres each piece on its own (nan for a model with no games).
 """
 
 from __future__ import annotations
@@ -92,26 +96,31 @@ def mean_inputs(values) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- preference votes
 
 
-def bradley_terry(wins: np.ndarray, prior: float = 0.5, iters: int = 1000, tol: float = 1e-10) -> np.ndarray:
-    """Bradley-Terry strengths from a [M, M] matrix of wins (wins[i, j]: games i won against j;
-    a tie counts half to each) by Hunter's MM algorithm; returns log-strengths centred on mean 0
-    (P(i beats j) = 1 / (1 + exp(s_j - s_i))).
+def components(wins: np.ndarray) -> list[np.ndarray]:
+    """The separate pieces of the comparison graph of a [M, M] wins matrix (i and j joined when
+    they met, in either order): index arrays, ordered by their first model; a model that never
+    played is a piece of its own."""
+    met = (np.asarray(wins) + np.asarray(wins).T) > 0
+    piece = -np.ones(len(met), dtype=int)
+    for start in range(len(met)):
+        if piece[start] >= 0:
+            continue
+        piece[start], stack = start, [start]
+        while stack:  # depth-first over the models that met
+            for j in np.flatnonzero(met[stack.pop()] & (piece < 0)):
+                piece[j] = start
+                stack.append(j)
+    return [np.flatnonzero(piece == p) for p in dict.fromkeys(piece)]
 
-    prior: a virtual tie of this many games added between every two models that met, so a model
-    that never won still gets a finite strength (the plain maximum likelihood would be -inf).
-    """
-    w = np.asarray(wins, dtype=float)
-    if w.ndim != 2 or w.shape[0] != w.shape[1]:
-        raise ValueError(f"wins must be a square [M, M] matrix, got shape {list(w.shape)}")
-    games = w + w.T
-    met = games > 0
-    w = w + prior / 2 * met
+
+def _bt_mm(w: np.ndarray, iters: int, tol: float) -> np.ndarray:
+    """Hunter's MM on a connected, prior-smoothed wins matrix -> log-strengths, mean 0."""
     games = w + w.T
     won = w.sum(axis=1)
     p = np.ones(len(w))
     for _ in range(iters):
         denom = (games / (p[:, None] + p[None, :])).sum(axis=1)
-        new = np.where(denom > 0, won / np.where(denom > 0, denom, 1), p)
+        new = won / denom
         new = new / np.exp(np.mean(np.log(new)))  # fix the scale: geometric mean 1
         if np.max(np.abs(new - p)) < tol:
             p = new
@@ -119,3 +128,26 @@ def bradley_terry(wins: np.ndarray, prior: float = 0.5, iters: int = 1000, tol: 
         p = new
     s = np.log(p)
     return s - s.mean()
+
+
+def bradley_terry(wins: np.ndarray, prior: float = 0.5, iters: int = 1000, tol: float = 1e-10) -> np.ndarray:
+    """Bradley-Terry strengths from a [M, M] matrix of wins (wins[i, j]: games i won against j;
+    a tie counts half to each) by Hunter's MM algorithm; returns log-strengths
+    (P(i beats j) = 1 / (1 + exp(s_j - s_i))).
+
+    prior: a virtual tie of this many games added between every two models that met, so a model
+    that never won still gets a finite strength (the plain maximum likelihood would be -inf).
+    Strengths compare only within a piece of the comparison graph (components()): each piece
+    is fitted on its own and centred on mean 0; a model with no games gets nan, not a number
+    it never earned.
+    """
+    w = np.asarray(wins, dtype=float)
+    if w.ndim != 2 or w.shape[0] != w.shape[1]:
+        raise ValueError(f"wins must be a square [M, M] matrix, got shape {list(w.shape)}")
+    met = (w + w.T) > 0
+    w = w + prior / 2 * met
+    s = np.full(len(w), np.nan)
+    for piece in components(met):
+        if len(piece) > 1:
+            s[piece] = _bt_mm(w[np.ix_(piece, piece)], iters, tol)
+    return s

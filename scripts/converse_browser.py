@@ -1,8 +1,9 @@
-"""Conversation mode measured in a real browser: Debian's chromium, a fake microphone playing a
-wav whose speech ends are known, and the page's own clock. Prints JSON.
+"""Conversation mode measured in a real browser: Debian's chromium (or Firefox ESR), a fake
+microphone playing a wav whose speech ends are known, and the page's own clock. Prints JSON.
 
     python scripts/converse_browser.py                     # starts python app.py, 6 bundled prompts
     python scripts/converse_browser.py --url http://127.0.0.1:7860/ --turns 4 --barge-ins 2
+    python scripts/converse_browser.py --browser firefox --turns 2 --barge-ins 1
 
 The microphone file: 1 s of silence, then per turn a bundled prompt and 4.5 s of silence (the
 reply plays), then per barge-in a prompt, 0.9 s of silence and a second prompt spoken over the
@@ -13,17 +14,29 @@ speech end -> first sound, its parts (end-of-turn wait: speech end -> the page h
 ended; server: decision -> first audio sent; transport + playback buffer: the rest), the
 browser's output latency (not in the figures: the sound card's), and barge-in: the second
 prompt's speech start -> the player silent.
+
+Chromium (playwright drives Debian's build) plays the file as its fake capture device. Firefox
+(Debian's firefox-esr, driven over WebDriver BiDi, which it speaks natively: `Firefox` below,
+no driver binary) has a fake capture device too (prefs media.navigator.streams.fake), but it
+plays a tone, not a file. So the Firefox run first starts a conversation on that device as it
+is (the real getUserMedia -> AudioContext at the device's rate -> resampling worklet -> socket
+path: reported as "device": the context's rate and the 24 kHz frames sent per second), stops it,
+and then speaks the file: getUserMedia still opens the fake device (permission and constraints
+as a visitor's), and the page is handed the file's stream instead (an AudioContext playing it
+into a MediaStreamAudioDestinationNode), from the moment it asks for the microphone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -40,7 +53,8 @@ from s2s.serve.converse_client import speech_end, speech_start  # noqa: E402
 from s2s.serve.ports import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-RATE = 48000  # the fake microphone file's rate (chromium resamples it for the page)
+FIREFOX = "/usr/bin/firefox-esr"
+RATE = 48000  # the fake microphone file's rate (the browser resamples it for the page)
 
 
 def mic_file(prompts: list[np.ndarray], turns: int, barge_ins: int, path: Path, gap_s: float = 4.5) -> dict:
@@ -85,7 +99,7 @@ def chromium_args(wav: Path) -> list[str]:
             "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop"]
 
 
-def run_page(url: str, wav: Path, marks: dict, timeout_s: float, screenshot: str | None = None) -> dict:
+def run_chromium(url: str, wav: Path, marks: dict, timeout_s: float, screenshot: str | None = None) -> dict:
     """Open the Conversation tab, start, wait out the microphone file, read window.s2sConverse."""
     from playwright.sync_api import sync_playwright
 
@@ -106,6 +120,183 @@ def run_page(url: str, wav: Path, marks: dict, timeout_s: float, screenshot: str
         browser.close()
     state["status_text"] = status
     return state
+
+
+class Firefox:
+    """Debian's firefox-esr, headless, driven over WebDriver BiDi (a WebSocket of JSON commands:
+    https://w3c.github.io/webdriver-bidi/) through the `websockets` package the server uses.
+
+        with Firefox() as ff:
+            ff.goto("http://127.0.0.1:7860/")
+            ff.call("() => document.title")
+    """
+
+    PREFS = {
+        "media.navigator.streams.fake": True,           # a fake capture device (a tone) ...
+        "media.navigator.permission.disabled": True,    # ... given without asking
+        "media.cubeb.force_mock_context": True,         # a mock sound card (runs in real time): headless
+        "media.cubeb.force_sample_rate": 48000,         # machines have none; 48 kHz as most devices
+        "media.autoplay.default": 0, "media.autoplay.block-webaudio": False,
+        "network.dns.localDomains": "s2s.test",         # a name for 127.0.0.1 that is not a secure context
+        "browser.shell.checkDefaultBrowser": False, "browser.aboutwelcome.enabled": False,
+        "datareporting.policy.dataSubmissionEnabled": False, "toolkit.telemetry.reportingpolicy.firstRun": False,
+        "browser.startup.homepage_override.mstone": "ignore", "app.update.disabledForTesting": True,
+        "network.connectivity-service.enabled": False, "network.captive-portal-service.enabled": False,
+        "browser.safebrowsing.malware.enabled": False, "browser.safebrowsing.phishing.enabled": False,
+    }
+
+    def __init__(self, executable: str = FIREFOX, prefs: dict | None = None, timeout_s: float = 60):
+        self.executable, self.prefs, self.timeout_s = executable, {**self.PREFS, **(prefs or {})}, timeout_s
+        self.log: list[str] = []
+        self._id = 0
+
+    def __enter__(self) -> "Firefox":
+        from websockets.sync.client import connect
+
+        self._stack = contextlib.ExitStack()
+        self._profile = tempfile.TemporaryDirectory()
+        Path(self._profile.name, "user.js").write_text(
+            "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in self.prefs.items()))
+        self.proc = subprocess.Popen([self.executable, "--headless", "--no-remote", "--profile", self._profile.name,
+                                      "--remote-debugging-port", "0"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        found = threading.Event()
+
+        def drain():  # Firefox logs freely: read it all (a full pipe would stall the browser)
+            for line in self.proc.stderr:
+                self.log.append(line.rstrip())
+                if not found.is_set() and "WebDriver BiDi listening on " in line:
+                    self.endpoint = line.split("WebDriver BiDi listening on ", 1)[1].strip()
+                    found.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not found.wait(self.timeout_s):
+            self.__exit__()
+            raise RuntimeError("firefox-esr did not start WebDriver BiDi: " + " | ".join(self.log[-10:]))
+        self.ws = self._stack.enter_context(connect(self.endpoint + "/session", max_size=None,
+                                                    open_timeout=self.timeout_s))
+        self.cmd("session.new", capabilities={})
+        self.context = self.cmd("browsingContext.getTree")["contexts"][0]["context"]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if getattr(self, "ws", None) is not None:
+                try:
+                    self.cmd("session.end")
+                except Exception:
+                    pass
+                self._stack.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self._profile.cleanup()
+
+    def cmd(self, method: str, **params) -> dict:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if msg.get("id") != self._id:
+                continue  # an event: none are subscribed to
+            if msg.get("type") == "error":
+                raise RuntimeError(f"BiDi {method}: {msg.get('error')}: {msg.get('message')}")
+            return msg["result"]
+
+    def goto(self, url: str) -> None:
+        self.cmd("browsingContext.navigate", context=self.context, url=url, wait="complete")
+
+    def call(self, function: str, *args, user_activation: bool = False):
+        """Run an (async) JavaScript function in the page with JSON-able args; returns its result
+        through JSON (undefined -> None). A throw raises RuntimeError with the page's message."""
+        r = self.cmd("script.callFunction", target={"context": self.context}, awaitPromise=True,
+                     userActivation=user_activation,
+                     functionDeclaration=f"async (...a) => JSON.stringify(await ({function})(...a.map(JSON.parse)))",
+                     arguments=[{"type": "string", "value": json.dumps(a)} for a in args])
+        if r["type"] == "exception":
+            raise RuntimeError(f"page: {r['exceptionDetails']['text']}")
+        value = r["result"].get("value")
+        return None if value is None else json.loads(value)
+
+    def wait(self, function: str, timeout_s: float | None = None, *args):
+        """Poll a page function until it returns something truthy; returns that."""
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        while True:
+            value = self.call(function, *args)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"page: {function} stayed falsy for {timeout_s or self.timeout_s} s")
+            time.sleep(0.1)
+
+
+OPEN_TAB = """() => {
+  const tab = [...document.querySelectorAll('[role="tab"]')].find((b) => b.textContent.trim() === "Conversation");
+  if (!tab) return false;
+  tab.click();
+  const start = document.querySelector("#converse .cv-start");
+  return !!start && start.offsetParent !== null;
+}"""
+CLICK = "(sel) => { document.querySelector(sel).click(); return true; }"
+STATE = "() => ({...window.s2sConverse, status_text: document.querySelector('#converse .cv-status').textContent})"
+# The file as the microphone: decoded now, played from the moment the page asks for the microphone.
+SPEAK_FILE = """async (b64) => {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  const player = new AudioContext();
+  const audio = await player.decodeAudioData(bytes.buffer);
+  const devices = navigator.mediaDevices, real = devices.getUserMedia.bind(devices);
+  window.s2sFakeMic = {asked: 0};
+  devices.getUserMedia = async (constraints) => {
+    const device = await real(constraints);  // Firefox's fake device: the visitor's path, then set aside
+    window.s2sFakeMic.asked += 1; window.s2sFakeMic.device = device.getAudioTracks()[0].label;
+    device.getTracks().forEach((t) => t.stop());
+    await player.resume();
+    const src = player.createBufferSource(), out = player.createMediaStreamDestination();
+    src.buffer = audio; src.connect(out); src.start();
+    return out.stream;
+  };
+  return {rate: player.sampleRate, seconds: audio.duration};
+}"""
+
+
+def run_firefox(url: str, wav: Path, marks: dict, timeout_s: float, device_seconds: float = 3.0) -> dict:
+    """The Firefox run: the fake device as it is for `device_seconds` (frames per second sent),
+    then a conversation spoken from `wav`; returns window.s2sConverse of the second, plus "device"."""
+    import base64
+
+    with Firefox(timeout_s=timeout_s) as ff:
+        ff.goto(url)
+        ff.wait(OPEN_TAB)
+        ff.call(CLICK, "#converse .cv-start", user_activation=True)
+        ff.wait("() => window.s2sConverse.micStarted && window.s2sConverse.sent > 0 || window.s2sConverse.errors.length")
+        t0, sent0 = time.monotonic(), ff.call("() => window.s2sConverse.sent")
+        time.sleep(device_seconds)
+        dev = ff.call(STATE)
+        device = {"context_rate": dev["contextRate"], "captured_s": round(dev["micSeconds"], 3),
+                  "sent_s": dev["sent"] * 480 / 24000,  # 20 ms frames of 24 kHz int16
+                  "frames_per_wall_s": round((dev["sent"] - sent0) / (time.monotonic() - t0), 1),
+                  "status_text": dev["status_text"], "errors": dev["errors"], "closed": dev["closed"]}
+        ff.call(CLICK, "#converse .cv-stop", user_activation=True)
+        ff.call(SPEAK_FILE, base64.b64encode(wav.read_bytes()).decode())
+        ff.call(CLICK, "#converse .cv-start", user_activation=True)
+        ff.wait("() => window.s2sConverse.captureStart !== null || window.s2sConverse.errors.length")
+        time.sleep(marks["seconds"] + 1.0)
+        state = ff.call(STATE)
+        state["device"] = device
+        state["fake_mic"] = ff.call("() => window.s2sFakeMic")
+    return state
+
+
+def run_page(url: str, wav: Path, marks: dict, timeout_s: float, screenshot: str | None = None,
+             browser: str = "chromium") -> dict:
+    if browser == "firefox":
+        return run_firefox(url, wav, marks, timeout_s)
+    return run_chromium(url, wav, marks, timeout_s, screenshot)
 
 
 def summarise(state: dict, marks: dict) -> dict:
@@ -146,7 +337,8 @@ def summarise(state: dict, marks: dict) -> dict:
                              "all": [round(b, 1) for b in barge], "expected": len(marks["barge_starts"])},
         "output_latency_ms": round(state.get("outputLatency", 0) * 1e3, 1),
         "end_silence_ms": (state.get("ready") or {}).get("end_silence_ms"),
-        "closed": state.get("closed"), "errors": state.get("errors"),
+        "closed": state.get("closed"), "errors": state.get("errors"), "status_text": state.get("status_text"),
+        "context_rate": state.get("contextRate"), **({"device": state["device"]} if "device" in state else {}),
     }
 
 
@@ -173,10 +365,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--barge-ins", type=int, default=2)
     p.add_argument("--prompts", nargs="*", default=None, help="wav files to speak (default: bundled eval_voices prompts)")
     p.add_argument("--timeout", type=float, default=120)
-    p.add_argument("--screenshot", default=None, help="save the page at the end (png)")
+    p.add_argument("--screenshot", default=None, help="save the page at the end (png; chromium only)")
+    p.add_argument("--browser", choices=("chromium", "firefox"), default="chromium")
     args = p.parse_args(argv)
-    if not Path(CHROMIUM).exists():
-        raise SystemExit("Debian's chromium is needed: apt-get install chromium")
+    exe, package = (FIREFOX, "firefox-esr") if args.browser == "firefox" else (CHROMIUM, "chromium")
+    if not Path(exe).exists():
+        raise SystemExit(f"Debian's {package} is needed: apt-get install {package}")
     prompts = ([load_audio(f, RATE).numpy() for f in args.prompts] if args.prompts
                else bundled_prompts(args.turns + 2 * args.barge_ins))
     proc = None
@@ -189,8 +383,8 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as d:
             wav = Path(d) / "mic.wav"
             marks = mic_file(prompts, args.turns, args.barge_ins, wav)
-            state = run_page(url, wav, marks, args.timeout, args.screenshot)
-        print(json.dumps(summarise(state, marks), indent=1))
+            state = run_page(url, wav, marks, args.timeout, args.screenshot, args.browser)
+        print(json.dumps({"browser": args.browser, **summarise(state, marks)}, indent=1))
     finally:
         if proc is not None:
             proc.terminate()

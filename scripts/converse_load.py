@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     if url is None:
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "s2s.serve.converse", "--port", str(port),
-                                 "--max-sessions", str(args.max_sessions)], cwd=ROOT)
+                                 "--max-sessions", str(args.max_sessions),
+                                 "--max-per-client", str(args.max_sessions)], cwd=ROOT)  # all from 127.0.0.1
         pid, url = proc.pid, f"ws://127.0.0.1:{port}/converse/ws"
         deadline = time.time() + 120
         while True:

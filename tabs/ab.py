@@ -1,7 +1,8 @@
 """The A/B tab: blind listening. Two checkpoints answer the same prompt (the listener's recording
 or upload, or a bundled example); the server flips a coin for which plays as A, records the
 served pair under a random id (eval/votes.py, reports/votes.sqlite) and hands the page only
-that id; the listener votes A / B / tie, and only then are the names shown.
+that id; the listener votes A / B / tie, and only then are the names shown. It writes
+reports/, so on a public Space it is off unless the owner turns it on (tabs/common.py).
 
     python app.py                       # then the A/B tab; the votes go to reports/votes.sqlite
     python -m eval.run --checkpoints ckpts/ --votes reports/votes.sqlite   # win rates, ranking
@@ -45,11 +46,12 @@ def ab_serve(wb, audio, first, second):
             raise ValueError(f"checkpoint 1 and checkpoint 2 are both {first!r}: choose two different "
                              f"checkpoints of {wb.guard.checkpoints()}")
         store = VoteStore(votes_path(wb))  # a damaged database stops here, before any model runs
+        prompt = readable(audio, MAX_PROMPT_SECONDS)  # refused before decoding when longer; decoded once
         seed = secrets.randbelow(2**31)
         replies = {}
         for name in (first, second):
             pipe = wb.pipeline(name)
-            reply = pipe.respond(readable(audio), seed=seed, prompt_max_seconds=MAX_PROMPT_SECONDS,
+            reply = pipe.respond(prompt, seed=seed, prompt_max_seconds=MAX_PROMPT_SECONDS,
                                  prompt_codes=False, **SAMPLING,
                                  max_seconds=min(MAX_REPLY_SECONDS, pipe.model.cfg.max_reply_frames / pipe.codec.frame_rate))
             replies[name] = (reply.sample_rate, reply.audio)
@@ -84,7 +86,7 @@ def build(wb, concurrency: int) -> tuple[gr.Dropdown, gr.Dropdown]:
     """The tab's layout and events; returns its two checkpoint dropdowns (Rescan refreshes them)."""
     choices = wb.guard.checkpoints()
     others = [c for c in choices if c != wb.default]
-    with gr.Tab("A/B"):
+    with gr.Tab("A/B", elem_id="ab_tab"):
         gr.Markdown("Blind A/B: two checkpoints answer the same prompt, in an order the server picks at "
                     "random. Listen to both, vote; the names are shown after the vote. Votes are kept in "
                     "`reports/votes.sqlite`; `python -m eval.run --checkpoints ckpts/ --votes "

@@ -51,7 +51,7 @@ def compare_codecs(wb, audio, with_wer):
         raise gr.Error("No audio: record or upload a clip first.", title="Nothing to encode")
     with user_errors(audio):
         sr = 24000
-        wav = load_audio(readable(audio), sr, max_seconds=MAX_PROMPT_SECONDS).numpy()
+        wav = load_audio(readable(audio, MAX_PROMPT_SECONDS), sr, max_seconds=MAX_PROMPT_SECONDS).numpy()
     asr, ref_text, note = None, "", ""
     if with_wer:
         try:

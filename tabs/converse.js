@@ -1,19 +1,76 @@
 // The Conversation tab's page code (run by gr.HTML's js_on_load: `element` is the tab's box).
-// Microphone -> AudioWorklet -> 20 ms int16 frames -> WebSocket (s2s/serve/converse.py's protocol);
-// reply PCM <- WebSocket -> a player AudioWorklet with a small jitter buffer. One AudioContext
-// clocks both, so the page can time speech end -> first sound itself; window.s2sConverse
-// keeps those times for scripts/converse_browser.py.
+// Microphone -> AudioWorklet (resampled to 24 kHz) -> 20 ms int16 frames -> WebSocket
+// (s2s/serve/converse.py's protocol); reply PCM <- WebSocket -> a player AudioWorklet (resampled
+// to the device's rate) with a small jitter buffer. One AudioContext clocks both, so the page can
+// time speech end -> first sound itself; window.s2sConverse keeps those times for
+// scripts/converse_browser.py.
+// The AudioContext runs at the device's own rate (Firefox refuses to connect a microphone to a
+// context of another rate), so the worklets resample: the wire is 24 kHz both ways.
 const box = element;
 const $ = (sel) => box.querySelector(sel);
-const RATE = 24000, FRAME = 480, PREBUFFER = 480;  // 20 ms frames; play once 20 ms are queued
+const RATE = 24000, FRAME = 480;  // the wire: 24 kHz, 20 ms frames
+
+// A streaming windowed-sinc resampler (any two rates): output sample j sits at input position
+// j * from / to; the low-pass at 0.45 x the lower rate keeps what the slower side cannot carry
+// from folding back. Taps come from a table (1/64 sample steps): the audio thread has ~2.7 ms
+// per render quantum. Runs in the worklets (its source is pasted into WORKLETS below).
+class Resampler {
+  constructor(from, to, zeros = 8) {
+    this.step = from / to;
+    this.cut = 0.45 * Math.min(1, to / from);  // cycles per input sample
+    this.half = zeros / (2 * this.cut);  // kernel half-width in input samples
+    this.res = 64;
+    const n = Math.ceil(this.half * this.res) + 2;
+    this.table = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const t = i / this.res, x = 2 * this.cut * t;
+      const sinc = x === 0 ? 1 : Math.sin(Math.PI * x) / (Math.PI * x);
+      this.table[i] = t < this.half ? sinc * 0.5 * (1 + Math.cos(Math.PI * t / this.half)) : 0;
+    }
+    this.reset();
+  }
+  reset() {  // a new stream: silence before it
+    this.buf = new Float32Array(Math.ceil(this.half) + 1);
+    this.pos = this.buf.length;
+  }
+  push(x) {  // Float32Array in -> Float32Array out (what the input so far determines)
+    const all = new Float32Array(this.buf.length + x.length);
+    all.set(this.buf); all.set(x, this.buf.length);
+    const out = [];
+    const { half, res, table } = this;
+    while (this.pos + half < all.length - 1) {
+      const p = this.pos, lo = Math.max(0, Math.ceil(p - half)), hi = Math.floor(p + half);
+      let acc = 0, norm = 0;
+      for (let k = lo; k <= hi; k++) {
+        const d = Math.abs(p - k) * res, i = Math.floor(d), f = d - i;
+        const w = table[i] + (table[i + 1] - table[i]) * f;
+        acc += w * all[k]; norm += w;
+      }
+      out.push(norm > 0 ? acc / norm : 0);
+      this.pos += this.step;
+    }
+    const drop = Math.max(0, Math.floor(this.pos - half) - 1);
+    this.buf = all.slice(drop);
+    this.pos -= drop;
+    return Float32Array.from(out);
+  }
+  flush() {  // the end of a stream: push out what the kernel still holds back
+    const out = this.push(new Float32Array(Math.ceil(this.half) + 2));
+    this.reset();
+    return out;
+  }
+}
+
 const WORKLETS = `
+${Resampler}
 class Mic extends AudioWorkletProcessor {
-  constructor() { super(); this.started = false; }
+  constructor() { super(); this.started = false; this.rs = new Resampler(sampleRate, ${RATE}); }
   process(inputs) {
     const ch = inputs[0] && inputs[0][0];
     if (ch && ch.length) {
       if (!this.started) { this.started = true; this.port.postMessage({type: "start", time: currentTime}); }
-      this.port.postMessage({type: "pcm", data: ch.slice(0)});
+      const x = sampleRate === ${RATE} ? ch.slice(0) : this.rs.push(ch);
+      this.port.postMessage({type: "pcm", data: x, frames: ch.length}, [x.buffer]);
     }
     return true;
   }
@@ -21,21 +78,31 @@ class Mic extends AudioWorkletProcessor {
 class Player extends AudioWorkletProcessor {
   constructor() {
     super();
+    this.prebuffer = Math.round(0.02 * sampleRate);  // play once 20 ms are queued
     this.queue = []; this.offset = 0; this.queued = 0; this.turn = -1; this.playing = false;
-    this.sounding = false; this.flushed = null; this.ended = false;
+    this.sounding = false; this.flushed = null; this.ended = false; this.rs = null;
     this.port.onmessage = (e) => {
       const m = e.data;
-      if (m.type === "audio") {
-        if (m.turn !== this.turn) { this.turn = m.turn; this.sounding = false; this.playing = false; this.ended = false; }
-        this.queue.push(m.data); this.queued += m.data.length;
-      } else if (m.type === "end") { if (m.turn === this.turn) this.ended = true; }
-      else if (m.type === "flush") { this.queue = []; this.offset = 0; this.queued = 0; this.playing = false; this.flushed = m.turn; }
+      if (m.type === "rate") this.rs = m.rate === sampleRate ? null : new Resampler(m.rate, sampleRate);
+      else if (m.type === "audio") {
+        if (m.turn !== this.turn) {
+          this.turn = m.turn; this.sounding = false; this.playing = false; this.ended = false;
+          if (this.rs) this.rs.reset();
+        }
+        this.add(this.rs ? this.rs.push(m.data) : m.data);
+      } else if (m.type === "end") {
+        if (m.turn === this.turn) { if (this.rs) this.add(this.rs.flush()); this.ended = true; }
+      } else if (m.type === "flush") {
+        this.queue = []; this.offset = 0; this.queued = 0; this.playing = false; this.flushed = m.turn;
+        if (this.rs) this.rs.reset();
+      }
     };
   }
+  add(x) { if (x.length) { this.queue.push(x); this.queued += x.length; } }
   process(inputs, outputs) {
     const out = outputs[0];
     const n = out[0].length;
-    if (!this.playing && (this.queued >= ${PREBUFFER} || (this.ended && this.queued > 0))) this.playing = true;
+    if (!this.playing && (this.queued >= this.prebuffer || (this.ended && this.queued > 0))) this.playing = true;
     let i = 0;
     while (this.playing && i < n && this.queue.length) {
       const buf = this.queue[0];
@@ -60,7 +127,8 @@ registerProcessor("s2s-mic", Mic);
 registerProcessor("s2s-player", Player);
 `;
 
-const S = window.s2sConverse = {captureStart: null, turns: {}, closed: null, ready: null, sent: 0, errors: []};
+const S = window.s2sConverse = {captureStart: null, turns: {}, closed: null, ready: null, sent: 0, errors: [],
+                                 contextRate: null, micStarted: false, micSeconds: 0};  // captured, device clock
 let ctx = null, ws = null, stream = null, player = null, pending = new Float32Array(0), cancelled = new Set();
 
 function status(text) { $(".cv-status").textContent = text; }
@@ -112,7 +180,14 @@ function onMessage(ev) {
   }
   const m = JSON.parse(ev.data);
   const now = ctx.currentTime;
-  if (m.type === "ready") { S.ready = m; status(`Listening. Talk; a pause of ${m.end_silence_ms} ms ends your turn.`); startMic(); }
+  if (m.type === "ready") {
+    S.ready = m;
+    player.port.postMessage({type: "rate", rate: m.sample_rate});
+    status("Connected. Opening the microphone…");
+    const socket = ws;
+    startMic().then(() => { if (ws === socket) status(`Listening. Talk; a pause of ${m.end_silence_ms} ms ends your turn.`); },
+                    (e) => { if (ws === socket) fail(micError(e)); });
+  }
   else if (m.type === "speech") status("Hearing you…");
   else if (m.type === "turn") {
     const t = row(m.turn);
@@ -160,53 +235,97 @@ function sendFrames(x) {
 async function startMic() {
   stream = await navigator.mediaDevices.getUserMedia(
     {audio: {echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1}});
-  const source = ctx.createMediaStreamSource(stream);
+  if (!ctx) { stream.getTracks().forEach((t) => t.stop()); return; }  // stopped while the browser asked
+  const source = ctx.createMediaStreamSource(stream), sampleRate = ctx.sampleRate;
   const mic = new AudioWorkletNode(ctx, "s2s-mic", {numberOfOutputs: 1, outputChannelCount: [1]});
   const mute = ctx.createGain(); mute.gain.value = 0;
   mic.port.onmessage = (e) => {
     if (e.data.type === "start") S.captureStart = e.data.time;
-    else sendFrames(e.data.data);
+    else { S.micSeconds += e.data.frames / sampleRate; sendFrames(e.data.data); }
   };
   source.connect(mic); mic.connect(mute); mute.connect(ctx.destination);
+  S.micStarted = true;
+}
+
+// What went wrong, in words a visitor can act on (the browser's own name and message kept).
+function micError(e) {
+  const said = `(${e && e.name ? e.name : "Error"}: ${e && e.message ? e.message : e})`;
+  const name = e && e.name;
+  if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError")
+    return `the microphone was refused: allow it for this page (the icon in the address bar) and start again ${said}`;
+  if (name === "NotFoundError" || name === "OverconstrainedError")
+    return `no microphone was found: plug one in or pick one in the browser's settings ${said}`;
+  if (name === "NotReadableError" || name === "AbortError")
+    return `the microphone could not be opened: another program may be using it ${said}`;
+  return `the microphone could not be started ${said}`;
+}
+
+// Why this page cannot talk at all, before anything is opened (null: it can).
+function unsupported() {
+  if (!window.isSecureContext)
+    return `this page is not a secure context (${location.protocol}//${location.host}): browsers give ` +
+      "the microphone only to https pages or to localhost. Open the app over https, or at " +
+      "http://localhost / http://127.0.0.1 on the machine that runs it.";
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia)
+    return "this browser gives no access to microphones (navigator.mediaDevices.getUserMedia is missing).";
+  const AC = window.AudioContext || window.webkitAudioContext;
+  if (!AC) return "this browser has no Web Audio (AudioContext).";
+  if (!window.AudioWorkletNode) return "this browser has no AudioWorklet, which the page plays and records through.";
+  return null;
+}
+
+function fail(reason) {
+  S.errors.push(reason);
+  stop();
+  status(`Could not start: ${reason}`);
 }
 
 async function start() {
-  if (ws) return;
-  $(".cv-start").disabled = true; $(".cv-stop").disabled = false;
-  S.turns = {}; S.closed = null; S.captureStart = null; S.sent = 0; cancelled = new Set(); pending = new Float32Array(0);
+  if (ws || ctx) return;
+  S.turns = {}; S.closed = null; S.captureStart = null; S.sent = 0; S.micStarted = false; S.micSeconds = 0;
+  cancelled = new Set(); pending = new Float32Array(0);
   $(".cv-turns tbody").innerHTML = "";
+  const why = unsupported();
+  if (why) { fail(why); return; }
+  $(".cv-start").disabled = true; $(".cv-stop").disabled = false;
+  status("Opening audio…");
   try {
-    ctx = new AudioContext({sampleRate: RATE, latencyHint: "interactive"});
+    ctx = new AudioContext({latencyHint: "interactive"});  // the device's rate: see the top of the file
+    S.contextRate = ctx.sampleRate;
     const url = URL.createObjectURL(new Blob([WORKLETS], {type: "application/javascript"}));
     await ctx.audioWorklet.addModule(url);
+    URL.revokeObjectURL(url);
     player = new AudioWorkletNode(ctx, "s2s-player", {numberOfInputs: 0, numberOfOutputs: 1, outputChannelCount: [1]});
     player.port.onmessage = onPlayer;
     player.connect(ctx.destination);
     await ctx.resume();
     S.outputLatency = (ctx.baseLatency || 0) + (ctx.outputLatency || 0);
-  } catch (e) { S.errors.push(String(e)); status(`Audio is not available in this browser: ${e}`); stop(); return; }
+  } catch (e) { fail(`the page's audio could not start (${e && e.name ? e.name : "Error"}: ${e && e.message ? e.message : e})`); return; }
   const url = new URL("converse/ws", window.location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.search = "";
-  ws = new WebSocket(url);
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => ws.send(JSON.stringify({type: "start", sample_rate: ctx.sampleRate}));
-  ws.onmessage = onMessage;
-  ws.onclose = (e) => {
+  const socket = ws = new WebSocket(url);
+  socket.binaryType = "arraybuffer";
+  socket.onopen = () => socket.send(JSON.stringify({type: "start", sample_rate: RATE}));
+  socket.onmessage = (ev) => { if (ws === socket) onMessage(ev); };
+  socket.onclose = (e) => {
+    if (ws !== socket) return;  // stopped here: the status already says why
     S.closed = {code: e.code, reason: e.reason};
-    if (e.code !== 1000 || e.reason) status(`Conversation closed (${e.code}): ${e.reason || "connection lost"}`);
     stop();
+    status(e.code === 1006 ? "Conversation closed: the connection to the server was lost."
+      : `Conversation closed by the server (${e.code}): ${e.reason || "no reason given"}`);
   };
   status("Connecting…");
 }
 
 function stop() {
-  if (ws && ws.readyState <= 1) ws.close(1000, "stopped by the user");
+  const socket = ws;
   ws = null;
+  if (socket && socket.readyState <= 1) socket.close(1000, "stopped by the user");
   if (stream) stream.getTracks().forEach((t) => t.stop());
   stream = null;
   if (ctx) ctx.close();
-  ctx = null;
+  ctx = null; player = null;
   $(".cv-start").disabled = false; $(".cv-stop").disabled = true;
 }
 

@@ -1,5 +1,6 @@
 """The Evaluate tab: eval.run over a checkpoints folder on the bundled eval set; the summary,
-latency table, plots and report of the run."""
+latency table, plots and report of the run. It writes reports/ and queues long jobs, so on a
+public Space it is off unless the owner turns it on (tabs/common.py optional_tabs)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,8 @@ def build(wb) -> gr.Dropdown:
                       [eval_summary, eval_latency, eval_plots, eval_report],
                       concurrency_id="eval", concurrency_limit=1, api_name="evaluate")
     return folder
+
+
+def folder_choices(wb, folder):
+    """After a rescan: the folders eval.run can take now."""
+    return gr.update(choices=wb.guard.checkpoint_folders(), value=folder)

@@ -19,7 +19,7 @@ def talk(wb, audio, checkpoint, temperature, top_k, top_p, seed, max_seconds, tr
     reply = None
     with user_errors(audio):
         pipe = wb.pipeline(checkpoint)
-        source = readable(audio)
+        source = readable(audio, MAX_PROMPT_SECONDS)  # refused before decoding when longer
         options = wb.sampling(pipe, temperature, top_k, top_p, seed, max_seconds)
         for chunk in pipe.stream(source, prompt_max_seconds=MAX_PROMPT_SECONDS, **options):
             if chunk.reply is not None:

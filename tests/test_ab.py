@@ -5,6 +5,7 @@ a damaged votes database is refused before any model runs and left as it was.
 
 import hashlib
 import subprocess
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -16,6 +17,7 @@ from eval.vote_store import read_votes
 from s2s.codecs.codec import CodecUnavailable, load_codec
 from s2s.models.checkpoint import save_checkpoint
 from s2s.models.model import ModelConfig, S2SModel
+from tabs import ab as ab_tab
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +38,23 @@ def wb(tmp_path_factory, tiny_encodec):
 
 
 @pytest.mark.slow
-def test_both_answer_the_vote_is_stored_and_only_then_names_are_shown(wb):
+def test_both_answer_the_vote_is_stored_and_only_then_names_are_shown(wb, monkeypatch):
     prompt = str(wb.reports.parent / "hello.wav")
     one, two = wb.guard.checkpoints()
+    monkeypatch.setattr(ab_tab.secrets, "randbelow", lambda n: 7)  # the pair's seed, so the replies can be redone
+    own = {}  # each model's own reply to the prompt with that seed and the tab's settings
+    for name in (one, two):
+        pipe = wb.pipeline(name)
+        own[name] = pipe.respond(prompt, seed=7, prompt_codes=False, prompt_max_seconds=60, **ab_tab.SAMPLING,
+                                 max_seconds=min(ab_tab.MAX_REPLY_SECONDS,
+                                                 pipe.model.cfg.max_reply_frames / pipe.codec.frame_rate)).audio
+    assert not np.array_equal(own[one], own[two])  # same seed and settings, different weights
     for _ in range(2):  # which plays as A is the server's coin flip (tests/test_votes.py checks both come up)
-        audio_a, audio_b, pair_id, status, *buttons = wb.ab_serve(prompt, one, two)
-        assert one not in status and two not in status and "vote" in status
-        assert audio_a[0] == audio_b[0] and audio_a[1].size and audio_b[1].size
+        served = wb.ab_serve(prompt, one, two)
+        audio_a, audio_b, pair_id, status, *buttons = served
+        # nothing the page receives before the vote says which model is which
+        page = repr([pair_id, status, audio_a[0], audio_b[0], buttons])
+        assert Path(one).name not in page and Path(two).name not in page and "vote" in status
         assert all(b["interactive"] for b in buttons)
         stored = read_votes(wb.reports / "votes.sqlite")
         cleared, reveal, *_ = wb.ab_vote(pair_id, "A")
@@ -51,13 +63,10 @@ def test_both_answer_the_vote_is_stored_and_only_then_names_are_shown(wb):
         assert len(read_votes(wb.reports / "votes.sqlite")) == len(stored) + 1 and vote["pair_id"] == pair_id
         assert f"A was `{vote['a']}`, B was `{vote['b']}`" in reveal and {vote["a"], vote["b"]} == {one, two}
         assert vote["choice"] == "A" and vote["prompt"] == "hello.wav"
+        # A is the reply of the model the reveal names as A, and B of the other: the vote counts for it
+        assert np.array_equal(audio_a[1], own[vote["a"]]) and np.array_equal(audio_b[1], own[vote["b"]])
         with pytest.raises(gr.Error, match="already has a vote"):
             wb.ab_vote(pair_id, "B")
-    # the two sides are the two models: same seed and settings, different weights -> different replies
-    pipe_one, pipe_two = wb.pipeline(one), wb.pipeline(two)
-    r1 = pipe_one.respond(prompt, seed=3, max_seconds=0.3, prompt_codes=False)
-    r2 = pipe_two.respond(prompt, seed=3, max_seconds=0.3, prompt_codes=False)
-    assert not np.array_equal(r1.reply_codes, r2.reply_codes)
 
 
 def test_bad_votes_and_bad_choices_are_messages(wb, tmp_path):
@@ -73,6 +82,12 @@ def test_bad_votes_and_bad_choices_are_messages(wb, tmp_path):
         wb.ab_serve(prompt, one, None)
     with pytest.raises(gr.Error, match="No prompt"):
         wb.ab_serve(None, one, two)
+    chunk, long = tmp_path / "chunk.m4a", tmp_path / "long.m4a"  # 70 s of AAC: refused before decoding
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=10", "-c:a", "aac",
+                    "-b:a", "16k", str(chunk)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "6", "-i", str(chunk), "-c", "copy", str(long)], check=True)
+    with pytest.raises(gr.Error, match=r"'long.m4a' lasts 70\.\d s \(1:10\); uploads may last at most 60 s"):
+        wb.ab_serve(str(long), one, two)
 
 
 def test_a_damaged_votes_database_is_refused_and_kept(wb, tmp_path):

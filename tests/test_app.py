@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import gradio as gr
 import httpx
@@ -28,6 +29,7 @@ from s2s.models.checkpoint import save_checkpoint
 from s2s.models.model import ModelConfig, S2SModel
 from s2s.serve.ports import free_port
 from tabs.codec import CODEC_VARIANTS
+from tabs.common import optional_tabs
 
 SETTINGS = (0.7, 50, 1.0, 0, 0.3)  # temperature, top-k, top-p, seed, longest reply (s)
 
@@ -135,6 +137,28 @@ def test_bad_uploads_are_clear_errors(wb, tmp_path, name, message):
     with pytest.raises(gr.Error, match=message) as e:
         talk(wb, str(tmp_path / name))
     assert str(tmp_path) not in e.value.message  # the upload is named by its file name only
+
+
+@pytest.fixture(scope="module")
+def long_m4a(tmp_path_factory):
+    """70 s of AAC (over the 60 s prompt limit) in an .m4a: libsndfile cannot read it, ffmpeg can."""
+    d = tmp_path_factory.mktemp("long")
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=10", "-c:a", "aac",
+                    "-b:a", "16k", str(d / "chunk.m4a")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "6", "-i", str(d / "chunk.m4a"), "-c", "copy",
+                    str(d / "long.m4a")], check=True)
+    return str(d / "long.m4a")
+
+
+LONG = r"too long: 'long.m4a' lasts 70\.\d s \(1:10\); uploads may last at most 60 s"
+
+
+def test_a_long_compressed_upload_is_refused_before_decoding_naming_its_length(wb, long_m4a):
+    with pytest.raises(gr.Error, match=LONG) as e:
+        talk(wb, long_m4a)
+    assert str(Path(long_m4a).parent) not in e.value.message
+    with pytest.raises(gr.Error, match=LONG):
+        wb.compare_codecs(long_m4a, False)
 
 
 def test_no_audio_is_a_clear_error(wb):
@@ -271,6 +295,54 @@ def test_command_line_defaults_are_local_and_not_shared(monkeypatch):
         app.parse_args(["--device", "tpu"])
 
 
+def test_optional_tabs_are_on_locally_off_on_a_space_and_the_owner_chooses():
+    assert optional_tabs(None, {}) == ("ab", "evaluate")  # locally: everything
+    assert optional_tabs(None, {"SPACE_ID": "me/s2s"}) == ()  # Hugging Face sets SPACE_ID on a Space
+    assert optional_tabs(None, {"SPACE_ID": "me/s2s", "S2S_ENABLE_TABS": "Evaluate"}) == ("evaluate",)
+    assert optional_tabs("ab", {"SPACE_ID": "me/s2s", "S2S_ENABLE_TABS": "all"}) == ("ab",)  # the flag wins
+    assert optional_tabs("none", {}) == () and optional_tabs("all", {"SPACE_ID": "x"}) == ("ab", "evaluate")
+    with pytest.raises(ValueError, match="unknown tab 'votes' in 'ab,votes'.*choose from ab, evaluate, or all, or none"):
+        optional_tabs("ab,votes", {})
+
+
+def test_a_bad_enable_tabs_flag_stops_the_app_with_the_choices(monkeypatch):
+    monkeypatch.delenv("S2S_ENABLE_TABS", raising=False)
+    assert app.parse_args(["--enable-tabs", "evaluate"]).enable_tabs == "evaluate"
+    with pytest.raises(SystemExit, match="unknown tab 'eval'.*choose from ab, evaluate"):
+        app.main(["--enable-tabs", "eval", "--root", str(app.ASSETS)])
+
+
+def endpoints(demo) -> set[str]:
+    """The API endpoints the running server answers (its /gradio_api/info)."""
+    info = httpx.get(demo.local_url + "gradio_api/info", timeout=30).json()
+    return set(info["named_endpoints"])
+
+
+@pytest.mark.slow
+def test_on_a_space_evaluate_and_ab_exist_only_when_the_owner_turns_them_on(wb, server, monkeypatch):
+    assert "/evaluate" in endpoints(server)  # locally (no SPACE_ID): on
+    monkeypatch.setenv("SPACE_ID", "someone/s2s-workbench")
+    for setting, on in ((None, ()), ("evaluate", ("evaluate",))):
+        if setting is None:
+            monkeypatch.delenv("S2S_ENABLE_TABS", raising=False)
+        else:
+            monkeypatch.setenv("S2S_ENABLE_TABS", setting)
+        demo = app.build_ui(wb)
+        app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
+        try:
+            config = demo.get_config_file()
+            tabs = {c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"}
+            assert {"Talk", "Conversation", "Codec", "Model"} <= tabs
+            assert ("Evaluate" in tabs, "A/B" in tabs) == ("evaluate" in on, "ab" in on)
+            assert ("/evaluate" in endpoints(demo)) == ("evaluate" in on) and "/talk" in endpoints(demo)
+            names = {d.get("api_name") for d in config["dependencies"]}
+            assert ("ab_serve" in names) == ("ab" in on)  # private, but it would still be an event
+            note = httpx.get(demo.local_url, timeout=30).text
+            assert ("A/B and Evaluate are off" in note) == (not on) and ("A/B is off" in note) == bool(on)
+        finally:
+            demo.close()
+
+
 @pytest.mark.slow
 def test_server_is_local_and_not_shared(server):
     assert server.share is False and server.local_url.startswith("http://127.0.0.1:")
@@ -295,13 +367,15 @@ def test_client_gets_the_reply_streamed_before_it_is_done(client, wb, speech):
 
 
 @pytest.mark.slow
-def test_client_bad_inputs_get_messages_and_the_server_keeps_serving(client, wb, speech, tmp_path):
+def test_client_bad_inputs_get_messages_and_the_server_keeps_serving(client, wb, speech, tmp_path, long_m4a):
     from gradio_client.exceptions import AppError
 
     bad_uploads(tmp_path)
     for name, message in (("corrupt.wav", "could not read"), ("silence.wav", "silent")):
         with pytest.raises(AppError, match=message):
             submit(client, str(tmp_path / name), wb.default).result(timeout=60)
+    with pytest.raises(AppError, match=LONG.replace("long.m4a", r"[^']*long.m4a")):  # the public talk API
+        submit(client, long_m4a, wb.default).result(timeout=60)
     with pytest.raises(AppError, match="outside the folders"):
         submit(client, speech, "/etc").result(timeout=60)
     assert submit(client, speech, wb.default).result(timeout=60)[3]["data"]

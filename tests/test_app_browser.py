@@ -145,9 +145,16 @@ def test_an_ab_vote_is_stored_and_the_report_counts_it(page, root, spoken_manife
     page.get_by_role("button", name="Answer with both").click()
     page.wait_for_function("() => !document.querySelector('#ab_vote_A').disabled")
     assert page.locator("#ab_a audio").count() >= 1 and page.locator("#ab_b audio").count() >= 1  # both players
-    assert "tiny" not in page.locator("#ab_result").inner_text()  # names hidden until the vote
+    # names hidden until the vote: not in the tab's text (the pickers' values are inputs, not text), nor in
+    # the players (their sources, labels, download names); after the vote the same text names both
+    def shown():
+        return page.locator("#ab_tab").inner_text() + page.locator("#ab_a").inner_html() + \
+            page.locator("#ab_b").inner_html()
+    before = shown()
+    assert "/gradio_api/file=" in before and "tiny" not in before, before
     vote.click()
     page.wait_for_function("() => document.querySelector('#ab_result').innerText.includes('B was')")
+    assert "tiny" in shown() and "tiny_b" in shown()
     reveal = page.locator("#ab_result").inner_text()
     named = re.search(r"A was\s+`?([^`,\s]+)`?\s*,\s*B was", reveal)
     assert named, reveal

@@ -120,3 +120,99 @@ def test_bad_submissions_are_refused_by_name():
         sched.close()
     with pytest.raises(ValueError, match="max_sessions"):
         Scheduler(model, max_sessions=0)
+
+
+def test_a_failing_row_fails_only_its_own_reply():
+    model = tiny()
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.randn(12, 12, generator=g), torch.randn(25, 12, generator=g)
+    expected_b = alone(model, b, max_frames=30, min_frames=30)
+    sched = Scheduler(model, max_sessions=2)
+    choose = sched._choose
+
+    def choose_or_fail(job, row, logits):  # a's sampling fails at its 5th step
+        if job.id == ja.id and job.step == 5:
+            raise RuntimeError("a bad row")
+        return choose(job, row, logits)
+
+    sched._choose = choose_or_fail  # the real scheduler, one method made to fail
+    try:
+        ca, cb = Collector(), Collector()
+        ja = sched.submit(features=a, on_frame=ca.on_frame, on_done=ca.on_done, temperature=0, min_frames=30)
+        sched.submit(features=b, on_frame=cb.on_frame, on_done=cb.on_done, temperature=0, max_frames=30,
+                     min_frames=30)
+        assert ca.done.wait(30) and cb.done.wait(30)
+        assert cb.reason == "eos" and torch.equal(torch.stack(cb.frames), torch.stack(expected_b))
+        assert ca.reason == "error: RuntimeError"  # the reason names the kind; the details are logged
+        assert sched.busy_rows == 0 and sched.stats["restarts"] == 0
+    finally:
+        sched.close()
+
+
+def test_a_dead_loop_ends_its_replies_and_a_new_thread_takes_over():
+    model = tiny()
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(12, 12, generator=g), torch.randn(20, 12, generator=g)
+    sched = Scheduler(model, max_sessions=1)
+    step, retire, broken = sched._step, sched._retire, []
+
+    def step_fails():
+        if not broken:
+            broken.append("step")
+            raise RuntimeError("step")
+        return step()
+
+    def retire_fails(jobs, reason):  # freeing the failed rows fails too: the loop itself dies
+        if jobs and broken == ["step"]:
+            broken.append("retire")
+            raise RuntimeError("retire")
+        return retire(jobs, reason)
+
+    sched._step, sched._retire = step_fails, retire_fails
+    try:
+        old = sched._thread
+        ca, cw = Collector(), Collector()
+        sched.submit(features=a, on_frame=ca.on_frame, on_done=ca.on_done, temperature=0, min_frames=40)
+        sched.submit(features=b, on_frame=cw.on_frame, on_done=cw.on_done, temperature=0)  # waits for the slot
+        assert ca.done.wait(10) and cw.done.wait(10)
+        assert ca.reason == cw.reason == "crashed"  # nobody is left waiting on a dead thread
+        old.join(5)
+        assert not old.is_alive() and sched._thread.is_alive() and sched.stats["restarts"] == 1
+        c = Collector()  # the new thread serves, from clean rows
+        sched.submit(features=b, on_frame=c.on_frame, on_done=c.on_done, temperature=0, max_frames=20, min_frames=20)
+        assert c.done.wait(30) and c.reason == "eos"
+        assert torch.equal(torch.stack(c.frames), torch.stack(alone(model, b, max_frames=20, min_frames=20)))
+    finally:
+        sched.close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_submit_restarts_a_thread_that_died_outright():
+    model = tiny()
+    sched = Scheduler(model, max_sessions=1)
+    step, crashed, broken = sched._step, sched._crashed, []
+
+    def step_fails():
+        raise KeyboardInterrupt  # not an Exception: the loop's own handler lets it through
+
+    def crash_handling_fails():  # and so does the restart: the thread is gone
+        if not broken:
+            broken.append(1)
+            raise RuntimeError("crash handling")
+        return crashed()
+
+    sched._step, sched._crashed = step_fails, crash_handling_fails
+    try:
+        old, ca = sched._thread, Collector()
+        sched.submit(features=torch.randn(8, 12), on_frame=ca.on_frame, on_done=ca.on_done, temperature=0)
+        old.join(10)
+        assert not old.is_alive() and broken == [1] and not ca.done.is_set()  # a reply waits on a dead thread
+        sched._step = step
+        c = Collector()  # the next submit finds the thread dead: the waiting reply ends, a new thread runs
+        sched.submit(features=torch.randn(9, 12), on_frame=c.on_frame, on_done=c.on_done, temperature=0,
+                     max_frames=10, min_frames=10)
+        assert ca.done.wait(5) and ca.reason == "crashed"
+        assert c.done.wait(30) and c.reason == "eos" and len(c.frames) == 10
+        assert sched._thread.is_alive() and sched.stats["restarts"] == 1
+    finally:
+        sched.close()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from eval.compare import add_intervals, comparison_markdown, empty_groups, intervals, metric_columns, paired_rows
-from eval.stats import (bootstrap_indices, bradley_terry, mean_inputs, paired_ratio_interval, percentile_interval,
-                        ratio_interval)
+from eval.stats import (bootstrap_indices, bradley_terry, components, mean_inputs, paired_ratio_interval,
+                        percentile_interval, ratio_interval)
 
 
 def utterances(name, n, seed, p_correct=0.7, mcd=8.0, errors=1.0, split_of=lambda i: "s"):
@@ -150,3 +150,33 @@ def test_bradley_terry_ranks_a_clearly_better_model_first():
     assert np.allclose(((w + w.T) * prob).sum(1), w.sum(1), atol=1e-6)
     with pytest.raises(ValueError, match="square"):
         bradley_terry(np.ones((2, 3)))
+
+
+def test_bradley_terry_fits_separate_pieces_on_their_own_and_leaves_out_who_never_played():
+    # {0, 1} and {2, 3} never met; 4 played nobody
+    wins = np.zeros((5, 5))
+    wins[0, 1], wins[1, 0], wins[2, 3], wins[3, 2] = 9, 1, 6, 4
+    assert [list(p) for p in components(wins)] == [[0, 1], [2, 3], [4]]
+    s = bradley_terry(wins)
+    assert np.allclose(s[:2], bradley_terry(wins[:2, :2])) and np.allclose(s[2:4], bradley_terry(wins[2:4, 2:4]))
+    assert abs(s[0] + s[1]) < 1e-9 and abs(s[2] + s[3]) < 1e-9  # each piece centred on its own
+    assert np.isnan(s[4])  # no games, no strength
+    chain = np.array([[0, 3, 0], [1, 0, 2], [0, 2, 0]], dtype=float)  # 0-1 and 1-2 met: one piece
+    assert [list(p) for p in components(chain)] == [[0, 1, 2]] and np.isfinite(bradley_terry(chain)).all()
+
+
+def overall(rows, metric):
+    return next(d for d in rows if d["metric"] == metric and d["group_by"] == "all")
+
+
+def test_a_paired_difference_of_one_utterance_is_never_real():
+    one_a = utterances("a", 1, 0, mcd=8.0)
+    one_b = [{**r, "checkpoint": "b", "mcd": r["mcd"] + 5.0} for r in one_a]
+    mcd = overall(paired_rows(one_a + one_b, ["a", "b"]), "mcd_mean")
+    assert mcd["n"] == 1 and mcd["diff"] == pytest.approx(5.0)
+    assert not mcd["real"] and math.isnan(mcd["diff_lo"]) and math.isnan(mcd["diff_hi"]) and mcd["better"] == ""
+    assert "Real differences over all utterances: none." in comparison_markdown([mcd | {"a": "a", "b": "b"}])
+    two_a = utterances("a", 2, 0, mcd=8.0)  # two utterances that agree: an interval, and a real difference
+    two_b = [{**r, "checkpoint": "b", "mcd": r["mcd"] + 5.0} for r in two_a]
+    mcd2 = overall(paired_rows(two_a + two_b, ["a", "b"]), "mcd_mean")
+    assert mcd2["n"] == 2 and mcd2["real"] and mcd2["better"] == "a"

@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import time
+import warnings
 
 import pytest
 
@@ -152,3 +153,30 @@ def test_preference_win_rates_and_ranking():
     md = preference_markdown(rows, len(votes), "votes.sqlite", {"strong": {"answer_accuracy": 0.9, "wer": 0.1}})
     assert "| 1 | `ckpts/strong` | 60 | 47 / 10 / 3 | 80.8% [" in md and "| 90.0% | 10.0% |" in md
     assert preference([]) == [] and "No votes" in preference_markdown([], 0, "v.sqlite")
+
+
+def test_votes_in_separate_groups_warn_and_are_ranked_within_each_group():
+    votes = [{"a": "ckpts/a1", "b": "ckpts/a2", "choice": "A" if i < 8 else "B"} for i in range(10)]
+    votes += [{"a": "ckpts/b1", "b": "ckpts/b2", "choice": "B" if i < 6 else "tie"} for i in range(10)]
+    with pytest.warns(UserWarning, match=r"2 groups of models that never met.*ckpts/a1, ckpts/a2; ckpts/b1, ckpts/b2"):
+        rows = preference(votes, resamples=200)
+    assert [(r["group"], r["rank"], r["model"]) for r in rows] == [
+        (1, 1, "ckpts/a1"), (1, 2, "ckpts/a2"), (2, 1, "ckpts/b2"), (2, 2, "ckpts/b1")]
+    for r in rows:  # each group centred on its own: scores say nothing across groups
+        assert r["bt_score_lo"] <= r["bt_score"] <= r["bt_score_hi"]
+    assert sum(r["bt_score"] for r in rows[:2]) == pytest.approx(0)
+    assert sum(r["bt_score"] for r in rows[2:]) == pytest.approx(0)
+    md = preference_markdown(rows, len(votes), "votes.sqlite")
+    assert "**The votes form 2 groups of models that never met**" in md and "| 2.1 | `ckpts/b2` |" in md
+
+
+def test_a_resample_without_a_models_votes_leaves_it_out_of_its_interval():
+    votes = [{"a": "strong", "b": "weak", "choice": "A" if i < 30 else "B"} for i in range(40)]
+    votes.append({"a": "rare", "b": "strong", "choice": "B"})  # rare's only vote: absent from ~37% of resamples
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one group: no warning
+        rows = {r["model"]: r for r in preference(votes)}
+    # in every resample that has its vote, rare lost to strong (with the prior: by log(1.25 / 0.25) = 1.61
+    # or more); a resample without it must not place it anywhere
+    assert rows["rare"]["bt_score_hi"] < rows["strong"]["bt_score_hi"] - 1.5, rows
+    assert rows["rare"]["bt_score_lo"] <= rows["rare"]["bt_score"] <= rows["rare"]["bt_score_hi"]

@@ -20,8 +20,13 @@ Protocol (one WebSocket per conversation; every text message is JSON with a "typ
       {"type": "first_audio", "turn": n, "timings": {...}}   after the turn's first audio went out
       {"type": "reply_end", "turn": n, "timings": {...}}      the reply is complete
       {"type": "ignored", "reason": "..."}      a turn that cannot be answered (too short, ...)
-    close codes: 1000 idle / done, 1003 unsupported data, 1008 policy (flooding, bad start),
-      1009 frame too big, 1011 server error, 1013 busy (too many sessions)
+    close codes (the reason says which limit, in words the page can show):
+      1000 done, idle ("idle: no speech for 30 s ..."), or the conversation's length limit
+      1003 unsupported data   1008 policy (flooding, a bad start setting, too many conversations
+      from one address)   1009 frame too big   1011 server error (plain words; details in the log)
+      1013 busy (every conversation slot is taken)
+    A handshake from a page of another origin is refused (HTTP 403) unless Limits.allowed_origins
+    lists it; one without an Origin header (not a browser) is let in.
 
 A turn is prepared before its end is decided: when the person has been silent for 0.1 s the
 turn's audio is final (s2s/serve/vad.py "pause"), so the front-end, the prefill and the first reply
@@ -31,6 +36,12 @@ is sending the held audio. Barge-in: speech that starts while a reply is generat
 playing cancels it and tells the page to stop; if that speech came within JOIN_S of the end
 of the turn, the turn had been cut too early (a pause mid-sentence), and the next turn is heard
 joined to it.
+
+Limits that keep a public server available (Limits): idle means no speech, not no frames (an
+open tab streams silence forever), so a conversation with no speech for idle_timeout_s (none
+heard, no reply being made or played) is closed, as is one that reaches max_conversation_s; at
+most max_per_client conversations per client address (behind a proxy: the nearest public
+address in X-Forwarded-For). The ready message names the checkpoint's folder, not its path.
 
 Every session owns a VAD state, at most one reply (a scheduler row) and two tasks (receiving
 and sending); closing the socket, any error or a limit frees all of them. Sessions share
@@ -50,47 +61,28 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from starlette.websockets import WebSocketDisconnect
 
+from s2s.serve.converse_limits import (
+    Limits,
+    SessionClosed,
+    add_limit_flags,
+    client_address,
+    limit_flags,
+    origin_allowed,
+    parse_start,
+    span,
+)
 from s2s.serve.converse_turn import Turn
+
+__all__ = ["ConverseServer", "Limits", "Session", "SessionClosed", "main"]
 
 log = logging.getLogger(__name__)
 
 JOIN_S = 1.0  # speech this soon after a turn was ended means it was ended too early: join them
-RATES = (8000, 48000)  # microphone sample rates accepted
-
-
-@dataclass
-class Limits:
-    """What one server takes. end_silence_ms: the silence that ends a turn (README: its choice)."""
-
-    max_sessions: int = 8
-    end_silence_ms: float = 224.0  # 7 VAD windows: 7% false cut-ins on the bundled prompts (README)
-    min_speech_ms: float = 96.0
-    max_turn_seconds: float = 20.0
-    max_reply_seconds: float = 10.0
-    idle_timeout_s: float = 30.0
-    start_timeout_s: float = 10.0
-    max_frame_ms: float = 40.0
-    flood_slack_s: float = 2.0  # audio may run this far ahead of real time, then the session closes
-
-    def __post_init__(self):
-        for name, value in asdict(self).items():
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
-        if not isinstance(self.max_sessions, int):
-            raise ValueError(f"Limits.max_sessions must be an int, got {self.max_sessions!r}")
-
-
-class SessionClosed(Exception):
-    """Ends a session with a WebSocket close code and a reason the client sees."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code, self.reason = code, reason[:120]  # a close reason is at most 123 bytes
 
 
 class ConverseServer:
@@ -129,13 +121,25 @@ class ConverseServer:
         return WebSocketRoute(path, self.endpoint)
 
     async def endpoint(self, ws) -> None:
+        origin = ws.headers.get("origin")
+        if not origin_allowed(origin, ws.headers, self.limits.allowed_origins):
+            log.warning("refused a conversation from origin %r (host %r)", origin, ws.headers.get("host"))
+            await ws.close(1008)  # before accept: the handshake is answered with HTTP 403
+            return
         await ws.accept()
+        client = client_address(ws)
         if len(self.sessions) >= self.limits.max_sessions:
             await ws.close(1013, f"busy: {len(self.sessions)} conversations, the most this server "
                                  "takes; try again in a minute")
             return
+        mine = sum(s.client == client for s in self.sessions.values())
+        if mine >= self.limits.max_per_client:
+            await ws.close(1008, f"too many conversations: at most {self.limits.max_per_client} at once "
+                                 "from one address; close another first")
+            return
         sid = f"{next(self._ids)}-{secrets.token_hex(3)}"
         session = Session(self, ws, sid)
+        session.client = client
         self.sessions[sid] = session
         try:
             await session.run()
@@ -162,45 +166,68 @@ class Session:
 
     def __init__(self, server: ConverseServer, ws, sid: str):
         self.server, self.ws, self.id, self.limits = server, ws, sid, server.limits
+        self.client = ""  # the address it is counted under (ConverseServer.endpoint)
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.rate, self.settings, self.pipe, self.scheduler = 0, {}, None, None  # set by the start message
         self.turn: Turn | None = None  # the reply being prepared, generated or played
+        self.hearing: asyncio.Future | None = None  # the front-end run of this session's latest turn
         self.carry: np.ndarray | None = None  # a turn ended too early: heard again with the next
         self.turns = 0
         self.playing_until = 0.0
         self.tasks: list[asyncio.Task] = []
+        self.receiver: asyncio.Task | None = None
+        self.closing: SessionClosed | None = None  # set by fail(): why the receiver was stopped
+
+    def fail(self, code: int, reason: str) -> None:
+        """End this conversation from outside its receive loop (a turn that hit a dead scheduler)."""
+        if self.closing is None:
+            self.closing = SessionClosed(code, reason)
+            if self.receiver is not None:
+                self.receiver.cancel()
 
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
         self.tasks.append(sender)
+        self.receiver = asyncio.create_task(self._receive_loop())
         try:
-            await self._receive_loop()
+            try:
+                await self.receiver
+            except asyncio.CancelledError:
+                if self.closing is None:  # the server is shutting down, not fail()
+                    raise
+                raise self.closing from None
             code, reason = 1000, "conversation ended"
         except SessionClosed as e:
             code, reason = e.code, e.reason
         except WebSocketDisconnect:
             return
-        except Exception as e:  # a bug: this session ends, the others go on
+        except Exception:  # a bug: this session ends, the others go on; the details stay in the log
             log.exception("conversation %s failed", self.id)
-            code, reason = 1011, f"server error: {e}"
+            code, reason = 1011, "server error: the conversation failed; please start again"
         self.cancel_turn()
         try:
             await asyncio.wait_for(self.outbox.join(), 1.0)  # what is queued goes out first
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             pass
         try:
-            await self.ws.close(code, reason)
+            await asyncio.wait_for(self.ws.close(code, reason), 2.0)
         except Exception:  # already gone
             pass
 
-    async def _receive(self, timeout: float):
+    async def _receive(self, timeout: float, deadline: float = math.inf):
         try:
-            msg = await asyncio.wait_for(self.ws.receive(), timeout)
-        except asyncio.TimeoutError:
-            raise SessionClosed(1000, f"idle for {timeout:.0f} s: closing the conversation") from None
+            msg = await asyncio.wait_for(self.ws.receive(), min(timeout, max(0.0, deadline - time.perf_counter())))
+        except TimeoutError:
+            if time.perf_counter() >= deadline:
+                raise self._too_long() from None
+            raise SessionClosed(1000, f"idle: no audio for {span(timeout)}; the conversation was closed") from None
         if msg["type"] == "websocket.disconnect":
             return None
         return msg
+
+    def _too_long(self) -> SessionClosed:
+        return SessionClosed(1000, f"conversations last at most {span(self.limits.max_conversation_s)}: "
+                                   "start a new one to go on")
 
     async def _receive_loop(self) -> None:
         from s2s.serve.vad import TurnDetector
@@ -209,7 +236,7 @@ class Session:
         msg = await self._receive(lim.start_timeout_s)
         if msg is None:
             return
-        self.rate, self.settings = self._start(msg)
+        self.rate, self.settings = parse_start(msg)
         self.pipe, self.scheduler = await asyncio.to_thread(self.server.ready)
         pipe = self.pipe
         det = TurnDetector(min_speech_ms=lim.min_speech_ms, end_silence_ms=lim.end_silence_ms,
@@ -217,10 +244,14 @@ class Session:
         max_bytes = 2 * math.ceil(self.rate * lim.max_frame_ms / 1000)
         self.put_json(type="ready", session=self.id, sample_rate=pipe.codec.sample_rate,
                       end_silence_ms=lim.end_silence_ms, max_frame_ms=lim.max_frame_ms,
-                      max_reply_seconds=lim.max_reply_seconds, checkpoint=pipe.checkpoint)
+                      max_reply_seconds=lim.max_reply_seconds, idle_timeout_s=lim.idle_timeout_s,
+                      max_conversation_s=lim.max_conversation_s,
+                      checkpoint=Path(str(pipe.checkpoint)).name)  # the folder's name: no server paths
         received, started = 0, None
+        spoke = time.perf_counter()  # speech heard, or a reply made or played, last at this time
+        deadline = spoke + lim.max_conversation_s
         while True:
-            msg = await self._receive(lim.idle_timeout_s)
+            msg = await self._receive(lim.idle_timeout_s, deadline)
             if msg is None:
                 return
             data = msg.get("bytes")
@@ -231,6 +262,8 @@ class Session:
                                           f"({lim.max_frame_ms:.0f} ms of int16 at {self.rate} Hz)")
             if len(data) == 0 or len(data) % 2:
                 raise SessionClosed(1003, f"audio frame of {len(data)} bytes: int16 PCM needs an even, non-zero size")
+            if self.closing is not None:  # fail() was called (its cancel may have met a message)
+                raise self.closing
             now = time.perf_counter()
             started = started or now
             received += len(data) // 2
@@ -239,33 +272,14 @@ class Session:
                                           f"{now - started:.1f} s; send it in real time")
             for ev in det.push(np.frombuffer(data, "<i2"), self.rate):
                 self._on_event(ev, time.perf_counter())
-
-    def _start(self, msg) -> tuple[int, dict]:
-        try:
-            start = json.loads(msg.get("text") or "")
-        except ValueError:
-            start = None
-        if not isinstance(start, dict) or start.get("type") != "start":
-            raise SessionClosed(1008, 'the first message must be {"type": "start", "sample_rate": ...}')
-        rate = start.get("sample_rate")
-        if isinstance(rate, bool) or not isinstance(rate, int) or not RATES[0] <= rate <= RATES[1]:
-            raise SessionClosed(1008, f"sample_rate must be an int in [{RATES[0]}, {RATES[1]}], got {rate!r}")
-        settings = {"temperature": 0.7, "top_k": 50, "top_p": 1.0, "seed": None}
-        for key, kind, what in (("temperature", (int, float), "a number"), ("top_k", int, "an int"),
-                                ("top_p", (int, float), "a number"), ("seed", int, "an int (-1 = random)")):
-            value = start.get(key)
-            if value is None or (key == "seed" and value == -1):
-                continue
-            if isinstance(value, bool) or not isinstance(value, kind):
-                raise SessionClosed(1008, f"{key} must be {what}, got {value!r}")
-            settings[key] = value
-        try:
-            from s2s.models.generate import validate_sampling
-
-            validate_sampling(settings["temperature"], settings["top_k"], settings["top_p"], None)
-        except ValueError as e:
-            raise SessionClosed(1008, str(e)) from None
-        return rate, settings
+            now = time.perf_counter()
+            if det.in_turn or (self.turn is not None and not self.turn.finished) or now < self.playing_until:
+                spoke = now
+            elif now - spoke > lim.idle_timeout_s:  # frames keep coming, but nobody speaks
+                raise SessionClosed(1000, f"idle: no speech for {span(lim.idle_timeout_s)}; the conversation "
+                                          "was closed to free its place")
+            if now >= deadline:
+                raise self._too_long()
 
     def _on_event(self, ev, now: float) -> None:
         turn = self.turn
@@ -338,17 +352,22 @@ def main(argv: list[str] | None = None) -> None:
 
     from s2s.serve.pipeline import load_pipeline
 
-    p = argparse.ArgumentParser(description="The conversation WebSocket route alone (/converse/ws).")
+    p = argparse.ArgumentParser(prog="python -m s2s.serve.converse",
+                                description="The conversation WebSocket route alone (/converse/ws).")
     p.add_argument("--checkpoint", default=None, help="default: the bundled prototype")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7861)
     p.add_argument("--max-sessions", type=int, default=Limits.max_sessions)
     p.add_argument("--end-silence-ms", type=float, default=Limits.end_silence_ms)
+    add_limit_flags(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    server = ConverseServer(lambda: load_pipeline(args.checkpoint, args.device),
-                            Limits(max_sessions=args.max_sessions, end_silence_ms=args.end_silence_ms))
+    try:
+        limits = Limits(max_sessions=args.max_sessions, end_silence_ms=args.end_silence_ms, **limit_flags(args))
+    except ValueError as e:
+        p.error(str(e))
+    server = ConverseServer(lambda: load_pipeline(args.checkpoint, args.device), limits)
     server.ready()
     uvicorn.run(Starlette(routes=[server.route()]), host=args.host, port=args.port, log_level="warning")
 

@@ -2,6 +2,13 @@
 scheduler, decode it as frames come, and send it, or hold it until the end of the turn is
 decided (a turn prepared at the pause). The session it belongs to gives the pipeline, the
 scheduler, the sampling settings and the outgoing queue.
+
+Work per pause is bounded: a session hears one turn at a time (a turn prepared at a pause waits
+for the front-end of an earlier, cancelled one to finish rather than run beside it), a turn
+cancelled before its front-end starts never starts it, one cancelled after it never reaches the
+scheduler. Every wait (the front-end, the next frame, the decoder) gives up after the limits'
+reply_timeout_s. A failed reply tells the person so in plain words (the details go to the log)
+and the conversation goes on; a scheduler that crashed closes the conversation (1011).
 """
 
 from __future__ import annotations
@@ -21,6 +28,13 @@ log = logging.getLogger(__name__)
 PUSH_FRAMES = 4  # after the first chunk, decode and send every 4 frames (53 ms of audio)
 PLAYBACK_SLACK_S = 0.15  # the page's jitter buffer and output latency, for "still playing"
 LEAD_LEVEL, LEAD_TRIM_S = 0.01, 0.3  # a reply's leading silence (below -40 dBFS) is not sent, up to 0.3 s
+
+
+class Unanswerable(ValueError):
+    """The turn's audio cannot be answered (too short, silent, too long): its message is for the person."""
+
+
+FAILED = "server error: this reply failed; please say it again"
 
 
 class Turn:
@@ -84,34 +98,53 @@ class Turn:
         else:
             self.session.put_json(turn=self.number, **payload)
 
+    async def _hear(self):
+        """The turn's audio -> what the model hears, on a worker thread; one at a time per session."""
+        s = self.session
+        if s.hearing is not None and not s.hearing.done():  # an earlier turn's front-end still runs
+            await asyncio.wait([s.hearing], timeout=s.limits.reply_timeout_s)
+            if not s.hearing.done():
+                raise TimeoutError
+
+        def hear():
+            try:
+                wav, _ = s.pipe.load((self.audio, self.rate), s.limits.max_turn_seconds + 1)
+                if self.cancelled:  # speech resumed while loading: the front-end is not run
+                    return None
+                return s.pipe.hear(wav)
+            except ValueError as e:
+                raise Unanswerable(str(e)) from e
+
+        s.hearing = asyncio.get_running_loop().run_in_executor(None, hear)
+        s.hearing.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved even if abandoned
+        return await asyncio.wait_for(asyncio.shield(s.hearing), s.limits.reply_timeout_s)
+
     async def _run(self) -> None:
         s = self.session
         pipe, loop = s.pipe, asyncio.get_running_loop()
         frames: asyncio.Queue = asyncio.Queue()
-
-        def hear():
-            wav, _ = pipe.load((self.audio, self.rate), s.limits.max_turn_seconds + 1)
-            return pipe.hear(wav)
-
+        wait = s.limits.reply_timeout_s
         try:
             t0 = time.perf_counter()
-            codes, features, heard = await asyncio.to_thread(hear)
+            heard = await self._hear()
+            if self.cancelled or heard is None:
+                return
+            codes, features, heard = heard
             self.timings.update({k + "_ms": v for k, v in heard.items()})
             self.job = s.scheduler.submit(
                 codes=codes, features=features, **s.settings,
                 on_frame=lambda f: loop.call_soon_threadsafe(frames.put_nowait, f),
                 on_done=lambda reason: loop.call_soon_threadsafe(frames.put_nowait, reason))
-            if self.cancelled:  # cancelled while hearing
-                self.job.cancel()
-                return
             decoder, pending, total, reason = pipe.codec.stream_decoder(), [], 0, None
             while reason is None:
-                items = [await frames.get()]
+                items = [await asyncio.wait_for(frames.get(), wait)]
+                if self.cancelled:  # (before 3.12, wait_for can swallow a cancel that meets its result)
+                    return
                 while not frames.empty():  # whatever else is ready goes in the same chunk
                     items.append(frames.get_nowait())
                 for item in items:
                     if isinstance(item, str):
-                        reason = item  # "eos", "cancelled" or "error: ..."
+                        reason = item  # "eos", "cancelled", "error: ..." or "crashed"
                     else:
                         pending.append(item)
                 if pending and "first_frame_ms" not in self.timings:
@@ -123,23 +156,37 @@ class Turn:
                     await self._decode(decoder, pending)
                     pending = []
             total += len(pending)
-            if reason.startswith("error"):
-                raise RuntimeError(reason)
+            if reason == "crashed":
+                s.fail(1011, "server error: the reply engine restarted; please start the conversation again")
+                return
+            if reason != "eos":
+                raise RuntimeError(f"reply {self.number} of {s.id} ended: {reason}")
             await self._decode(decoder, pending, flush=True)
             self.timings["reply_seconds"] = total / pipe.codec.frame_rate
             self.timings["generate_ms"] = (time.perf_counter() - t0) * 1e3
             self._out("json", {"type": "reply_end", "frames": total, "timings": self.rounded()})
         except asyncio.CancelledError:
             pass
-        except ValueError as e:  # a turn that cannot be answered: too short, silent, too long
-            self._out("json", {"type": "ignored", "reason": str(e)})
         except Exception as e:
-            log.exception("turn %d of %s failed", self.number, s.id)
-            self._out("json", {"type": "ignored", "reason": f"server error: {e}"})
+            if not self.cancelled:  # a cancelled turn says nothing more
+                self._failed(e)
         finally:
             self.finished = True
             if self.job is not None:
                 self.job.cancel()
+
+    def _failed(self, e: Exception) -> None:
+        """Tell the person in plain words; the details go to the log."""
+        s = self.session
+        if isinstance(e, Unanswerable):  # a turn that cannot be answered: too short, silent, too long
+            reason = str(e)
+        elif isinstance(e, TimeoutError):
+            log.error("turn %d of %s: no progress for %.0f s; given up", self.number, s.id, s.limits.reply_timeout_s)
+            reason = "server error: the reply took too long; please say it again"
+        else:
+            log.error("turn %d of %s failed", self.number, s.id, exc_info=e)
+            reason = FAILED
+        self._out("json", {"type": "ignored", "reason": reason})
 
     def _trim_lead(self, wave: torch.Tensor) -> torch.Tensor:
         """Drop the reply's leading silence (the replies start like their training answers, with
@@ -167,7 +214,7 @@ class Turn:
                 parts.append(decoder.flush())
             return torch.cat(parts) if parts else torch.zeros(0)
 
-        wave = self._trim_lead(await asyncio.to_thread(work))
+        wave = self._trim_lead(await asyncio.wait_for(asyncio.to_thread(work), self.session.limits.reply_timeout_s))
         if wave.numel():
             pcm = (wave.clamp(-1, 1) * 32767).round().to(torch.int16).numpy().astype("<i2").tobytes()
             self._out("audio", struct.pack("<I", self.number) + pcm)

@@ -19,6 +19,12 @@ generated alone (tests/test_scheduler.py).
 Memory is allocated once: per decoder layer, self-attention K/V [N, H, max_steps, D/H] and
 cross-attention K/V [N, H, max_prompt_frames, D/H], N = max_sessions. Callbacks run on the
 scheduler's thread: keep them short (hand the frame to an event loop or a queue).
+
+Failure stays with its row: an exception in one row's work (its prefill, its sampling) ends that
+reply only (on_done("error: ...")); one in the batched forward pass ends the replies of that
+step. If the loop itself dies (an exception while retiring rows, say), every reply it held or
+queued ends with on_done("crashed") and a fresh thread takes over with empty rows; `submit`
+restarts a dead thread too, so a queued reply never waits on a thread that is gone.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Job:
     """One reply being generated. on_frame(frame [K] LongTensor) per completed frame;
-    on_done(reason) once: "eos" (the reply ended), "cancelled", or "error: ..."."""
+    on_done(reason) once: "eos" (the reply ended), "cancelled", "error: ..." (this reply
+    failed) or "crashed" (the scheduler's thread died and was restarted)."""
 
     id: int
     codes: torch.Tensor | None
@@ -100,11 +107,16 @@ class Scheduler:
         self.waiting: queue.Queue[Job] = queue.Queue()
         self.ids = itertools.count(1)
         self.bos = patterns.special_ids(cfg.cardinality)["bos"]
-        self.stats = {"steps": 0, "rows": 0, "step_ms": 0.0, "jobs": 0}
+        self.stats = {"steps": 0, "rows": 0, "step_ms": 0.0, "jobs": 0, "restarts": 0}
         self._wake = threading.Event()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="s2s-scheduler", daemon=True)
-        self._thread.start()
+        self._restart_lock = threading.Lock()
+        self._thread = self._start_thread()
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="s2s-scheduler", daemon=True)
+        thread.start()
+        return thread
 
     # ------------------------------------------------------------------ public
 
@@ -115,6 +127,7 @@ class Scheduler:
         """Queue a reply to a prompt (codes [K, S] and/or features [S', D], as the model hears)."""
         if self._closed:
             raise RuntimeError("the scheduler is closed")
+        self._ensure_running()
         cfg = self.cfg
         max_frames = self.max_frames if max_frames is None else max_frames
         gen.validate_sampling(temperature, top_k, top_p, max_frames)
@@ -152,7 +165,35 @@ class Scheduler:
 
     # ------------------------------------------------------------------ the loop
 
+    def _ensure_running(self) -> None:
+        """Start a fresh thread if the loop's thread is gone (its crash handling failed too)."""
+        with self._restart_lock:
+            if not self._closed and not self._thread.is_alive():
+                log.error("the scheduler's thread was dead; starting a new one")
+                self._crashed()
+                self._thread = self._start_thread()
+
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:  # the loop died: its replies end, a new thread takes over
+            log.exception("the scheduler's loop died; restarting it")
+            with self._restart_lock:
+                self._crashed()
+                if not self._closed:
+                    time.sleep(0.05)  # a fault that repeats at once must not spin a core
+                    self._thread = self._start_thread()
+
+    def _crashed(self) -> None:
+        """End every reply held or queued ("crashed") and free every row, touching no tensors."""
+        self.stats["restarts"] += 1
+        jobs, self.active = list(self.active), []
+        while not self.waiting.empty():
+            jobs.append(self.waiting.get_nowait())
+        for job in jobs:
+            self._finish(job, "crashed")
+
+    def _loop(self) -> None:
         with torch.inference_mode():
             while not self._closed:
                 try:
@@ -163,9 +204,9 @@ class Scheduler:
                         self._wake.clear()
                         continue
                     self._step()
-                except Exception as e:  # a bug must not leave every session hanging
+                except Exception as e:  # the batched pass failed: the replies in it end, the loop goes on
                     log.exception("scheduler step failed")
-                    self._retire(list(self.active), f"error: {e}")
+                    self._retire(list(self.active), f"error: {type(e).__name__}")
             self._retire(list(self.active), "cancelled")
             while not self.waiting.empty():
                 self._finish(self.waiting.get_nowait(), "cancelled")
@@ -180,9 +221,9 @@ class Scheduler:
             self.active.append(job)
             try:
                 self._prefill(job, row)
-            except Exception as e:
-                log.exception("prefill failed")
-                self._retire([job], f"error: {e}")
+            except Exception as e:  # this reply's prompt failed: this reply ends
+                log.exception("prefill of job %d failed", job.id)
+                self._retire([job], f"error: {type(e).__name__}")
 
     def _prefill(self, job: Job, row: int) -> None:
         """Encode the job's prompt into row `row` (cross K/V) and run its BOS step there."""
@@ -227,11 +268,19 @@ class Scheduler:
         self.stats["steps"] += 1
         self.stats["rows"] += n
         self.stats["step_ms"] += (time.perf_counter() - t0) * 1e3
-        done = []
+        done, failed = [], []
         for row, job in enumerate(list(self.active)):
-            if not job.cancelled and self._choose(job, row, logits[row]):
-                done.append(job)
+            if job.cancelled:
+                continue
+            try:  # one row's sampling failing ends that reply, not the others
+                if self._choose(job, row, logits[row]):
+                    done.append(job)
+            except Exception as e:
+                log.exception("step of job %d failed", job.id)
+                failed.append((job, f"error: {type(e).__name__}"))
         self._retire(done, "eos")
+        for job, reason in failed:
+            self._retire([job], reason)
 
     def _choose(self, job: Job, row: int, logits: torch.Tensor) -> bool:
         """Sample the job's tokens for its current step, hand out a completed frame; True when
