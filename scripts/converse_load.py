@@ -110,6 +110,24 @@ async def load(url: str, n: int, clips: list[np.ndarray], turns: int, minutes: f
     return out
 
 
+def start_server(flags: list[str]) -> tuple[subprocess.Popen, str]:
+    """`python -m s2s.serve.converse` on a free port with these flags, once it accepts connections:
+    (the process, its ws:// URL)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "s2s.serve.converse", "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    deadline = time.time() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, f"ws://127.0.0.1:{port}/converse/ws"
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise SystemExit(f"the conversation server did not start: {' '.join(cmd[1:])}")
+            time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--url", default=None, help="ws://.../converse/ws of a running server (default: start one)")
@@ -120,21 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     clips = prompts()
     proc, url, pid = None, args.url, None
-    if url is None:
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "s2s.serve.converse", "--port", str(port),
-                                 "--max-sessions", str(args.max_sessions),
-                                 "--max-per-client", str(args.max_sessions)], cwd=ROOT)  # all from 127.0.0.1
-        pid, url = proc.pid, f"ws://127.0.0.1:{port}/converse/ws"
-        deadline = time.time() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise SystemExit("the conversation server did not start")
-                time.sleep(0.5)
+    if url is None:  # every client comes from 127.0.0.1: the per-address cap lets them all in
+        proc, url = start_server(["--max-sessions", str(args.max_sessions), "--max-per-client", str(args.max_sessions)])
+        pid = proc.pid
     try:
         for i, n in enumerate(args.sessions):
             if i:

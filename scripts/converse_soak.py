@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import json
 import math
-import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -37,8 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from s2s.serve.converse_client import converse  # noqa: E402
-from s2s.serve.ports import free_port  # noqa: E402
-from scripts.converse_load import RATE, pct, prompts, rss_mb  # noqa: E402
+from scripts.converse_load import RATE, pct, prompts, rss_mb, start_server  # noqa: E402
 
 FRAME = int(RATE * 0.02)
 
@@ -210,23 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server-args", default="", help="more flags for python -m s2s.serve.converse")
     args = p.parse_args(argv)
     clips = prompts()
-    port = free_port()
     room = args.good + 8  # the 4 bad clients reconnect at once: a closed one's place may not be free yet
-    cmd = [sys.executable, "-m", "s2s.serve.converse", "--port", str(port), "--max-sessions", str(room),
-           "--max-per-client", str(room), *args.server_args.split()]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    url = f"ws://127.0.0.1:{port}/converse/ws"
-    deadline = time.time() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                raise SystemExit(f"the conversation server did not start: {' '.join(cmd)}")
-            time.sleep(0.5)
+    flags = ["--max-sessions", str(room), "--max-per-client", str(room), *args.server_args.split()]
+    proc, url = start_server(flags)
     try:
-        report = {"command": " ".join(cmd[1:])}
+        report = {"flags": " ".join(flags)}
         if args.quiet_minutes > 0:
             report["quiet"] = asyncio.run(run(url, args.good, args.quiet_minutes, False, clips, proc.pid))
             print(json.dumps(report["quiet"]), flush=True)
