@@ -40,6 +40,7 @@ from tabs import ab as ab_tab
 from tabs import codec as codec_tab
 from tabs import converse as converse_tab
 from tabs import evaluate as evaluate_tab
+from tabs import finetune as finetune_tab
 from tabs import handsfree as handsfree_tab
 from tabs import model as model_tab
 from tabs import talk as talk_tab
@@ -52,6 +53,7 @@ ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 DEFAULT_ROOTS = (ASSETS, ROOT / "ckpts")
 REPORTS = ROOT / "reports"
+CKPTS = ROOT / "ckpts"  # where the Fine-tune tab writes
 MAX_FILE_SIZE = "25mb"  # a minute of 48 kHz stereo 16-bit wav is 11.5 MB
 CSS = """
 #banner {padding: 0.6em 1em; border-radius: 8px; background: var(--block-background-fill);
@@ -66,12 +68,16 @@ class Workbench:
 
     def __init__(self, checkpoint=None, device=None, roots=DEFAULT_ROOTS, *, pipeline_loader=None,
                  codec_loader=None, asr_loader=None, evaluate=None, examples=None, reports=REPORTS,
-                 max_pipelines=2):
+                 max_pipelines=2, finetune_root=CKPTS, finetune_eval_set=None):
         extra = {k: v for k, v in (("pipeline_loader", pipeline_loader), ("codec_loader", codec_loader)) if v}
         self.models = ModelCache(device, asr_loader=asr_loader, max_pipelines=max_pipelines, **extra)
         roots = list(roots)
         if checkpoint is not None:  # the operator's own choice is always allowed
             roots.append(Path(checkpoint))
+        # tabs/finetune.py: where fine-tunes are written, what they are scored on besides the person's
+        # held-out clips (None: the bundled eval set; "none": only those clips), their job queue
+        self.finetune_root, self.finetune_eval_set, self.finetune_jobs = Path(finetune_root), finetune_eval_set, None
+        roots.append(self.finetune_root)  # a fine-tune's checkpoint can be chosen and compared
         self.guard = FolderGuard(roots, base=ROOT)
         if checkpoint is None and (PROTOTYPE / "config.json").is_file():
             checkpoint = PROTOTYPE
@@ -156,7 +162,7 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, conver
             gr.Markdown(f"*{' and '.join(off)} {'is' if len(off) == 1 else 'are'} off on this server: its owner "
                         f"can turn {'it' if len(off) == 1 else 'them'} on (`--enable-tabs` or {ENABLE_TABS_ENV}).*",
                         elem_id="tabs_off")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             settings = talk_tab.build(wb, ckpt, concurrency)
             handsfree_tab.build(wb, ckpt, settings, concurrency)
             converse_tab.build(wb)
@@ -164,11 +170,14 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, conver
             codec_tab.build(wb)
             folder = evaluate_tab.build(wb) if "evaluate" in enabled else None
             card, loss_plot = model_tab.build(wb)
+            finetune_view = finetune_tab.build(wb, ckpt, tabs, ab_dropdowns) if "finetune" in enabled else None
         rescanned = rescan.click(wb.rescan, ckpt, ckpt, api_visibility="private")
         if folder is not None:
             rescanned.then(wb.folder_choices, folder, folder, api_visibility="private")
         if ab_dropdowns is not None:
             rescanned.then(wb.ab_choices, list(ab_dropdowns), list(ab_dropdowns), api_visibility="private")
+        if finetune_view is not None:
+            demo.load(lambda: finetune_tab.first_view(wb), None, finetune_view, api_visibility="private")
         for trigger in (ckpt.change, demo.load):
             trigger(wb.banner, ckpt, banner, api_visibility="private").then(
                 wb.model_card, ckpt, [card, loss_plot], api_visibility="private")

@@ -86,7 +86,7 @@ def build(wb, concurrency: int) -> tuple[gr.Dropdown, gr.Dropdown]:
     """The tab's layout and events; returns its two checkpoint dropdowns (Rescan refreshes them)."""
     choices = wb.guard.checkpoints()
     others = [c for c in choices if c != wb.default]
-    with gr.Tab("A/B", elem_id="ab_tab"):
+    with gr.Tab("A/B", id="ab", elem_id="ab_tab"):
         gr.Markdown("Blind A/B: two checkpoints answer the same prompt, in an order the server picks at "
                     "random. Listen to both, vote; the names are shown after the vote. Votes are kept in "
                     "`reports/votes.sqlite`; `python -m eval.run --checkpoints ckpts/ --votes "

@@ -17,11 +17,11 @@ from s2s.codecs.codec import CodecUnavailable
 
 MAX_PROMPT_SECONDS = 60.0
 SKIP = gr.skip
-# Tabs that write files or queue long jobs: Evaluate (eval.run, reports/app-eval-*) and A/B (two
-# models per prompt, reports/votes.sqlite). A public Space is the internet: they are off there
+# Tabs that write files or queue long jobs: Evaluate (eval.run, reports/app-eval-*), A/B (two
+# models per prompt, reports/votes.sqlite) and Fine-tune (a training process, ckpts/NAME). A public Space is the internet: they are off there
 # (no tab, no API endpoint) unless its owner turns them on.
-OPTIONAL_TABS = ("ab", "evaluate")
-OPTIONAL_TAB_NAMES = {"ab": "A/B", "evaluate": "Evaluate"}
+OPTIONAL_TABS = ("ab", "evaluate", "finetune")
+OPTIONAL_TAB_NAMES = {"ab": "A/B", "evaluate": "Evaluate", "finetune": "Fine-tune"}
 ENABLE_TABS_ENV = "S2S_ENABLE_TABS"
 SPACE_ENV = "SPACE_ID"  # set by Hugging Face on every Space
 

@@ -60,7 +60,8 @@ def url(root, tiny_encodec, speech):
     torch.manual_seed(1)  # a second model for the A/B tab
     save_checkpoint(root / "ckpts" / "tiny_b", S2SModel(cfg), codec.describe())
     wb = app.Workbench(ckpt, "cpu", roots=[root / "ckpts"], codec_loader=lambda name, **o: codec,
-                       examples=[(speech / "hello.wav", "hello there")], reports=root / "reports")
+                       examples=[(speech / "hello.wav", "hello there")], reports=root / "reports",
+                       finetune_root=root / "ckpts", finetune_eval_set="none")
     demo = app.build_ui(wb)
     app.launch(demo, port=free_port(), prevent_thread_lock=True, quiet=True)
     yield demo.local_url
@@ -173,3 +174,43 @@ def test_an_ab_vote_is_stored_and_the_report_counts_it(page, root, spoken_manife
     assert ranking[a_name]["wins"] == "1" and ranking[a_name]["rank"] == "1" and ranking[a_name]["games"] == "1"
     report = (out / "report.md").read_text()
     assert "## Blind A/B preference (votes)" in report and "1 blind A/B votes" in report
+
+
+def test_a_fine_tune_from_the_page(page, root, tmp_path):
+    """Record a clip through the fake microphone, add a zip of flite clips, fine-tune the live
+    checkpoint in its own process, see the before / after table, open A/B with the two."""
+    import json as _json
+    import zipfile
+
+    from tests.test_recordings import flite
+
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.wait_for_selector("#ft_question >> text=Ask in your own words")
+    clip = page.locator("#ft_clip")
+    clip.get_by_role("button", name="Record", exact=True).click()
+    page.wait_for_timeout(3000)  # the fake microphone's speech
+    clip.get_by_role("button", name="Stop", exact=True).click()
+    page.wait_for_selector("#ft_message >> text=Kept clip 1")
+    with zipfile.ZipFile(tmp_path / "clips.zip", "w") as z:
+        for topic, text in (("capital_france", "What is the capital of France?"),
+                            ("banana_color", "What color is a banana?")):
+            z.write(flite(tmp_path / f"{topic}.wav", text), f"{topic}.wav")
+    page.get_by_text("Or upload a zip of clips").click()
+    page.locator("#ft_zip input[type=file]").set_input_files(str(tmp_path / "clips.zip"))
+    page.wait_for_timeout(500)
+    page.locator("#ft_add_zip").click()
+    page.wait_for_selector("#ft_message >> text=Added 2 clips from the zip")
+    table = page.locator("#ft_clips").inner_text()
+    assert "banana_color" in table and "capital_france" in table, table
+    page.locator("#ft_name textarea, #ft_name input").first.fill("from-the-page")
+    page.locator("#ft_start").click()
+    page.wait_for_selector("#ft_status progress")
+    page.wait_for_selector("#ft_result >> text=Before / after", timeout=300_000)
+    assert page.locator("#ft_result").get_by_text("your held-out clips").count() == 1
+    card = _json.loads((root / "ckpts" / "from-the-page" / "card.json").read_text())
+    assert card["recordings"] == 3 and card["held_out"] == 1
+    shot(page, "finetune.png")
+    page.locator("#ft_open_ab").click()
+    page.wait_for_selector("#ab_tab:visible")
+    values = page.locator("#ab_tab input[role=listbox], #ab_tab input").evaluate_all("els => els.map(e => e.value)")
+    assert any(v.endswith("from-the-page") for v in values), values

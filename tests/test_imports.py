@@ -20,9 +20,10 @@ PACKAGES = ("s2s", "eval", "tabs")
 # Lower ranks may not import higher ones. Inside s2s, by stage of the data flow: files in (audio,
 # manifests, packaged weights), codecs, the model and its front-ends, speech-to-text scoring, the
 # turn and the live server, data building, training; then s2s's front door and its old command
-# names; eval scores it; the tabs and app.py are the UI; scripts/ are programs over all of it.
+# names; eval scores it; `python -m s2s.finetune` is a command over training and eval (it keeps that
+# name whatever the layout, issue 21); the tabs and app.py are the UI; scripts/ are programs over all of it.
 RANKS = {"s2s.io": 0, "s2s.codecs": 1, "s2s.models": 2, "s2s.asr": 3, "s2s.serve": 4, "s2s.data": 5,
-         "s2s.training": 6, "s2s": 7, "eval": 8, "tabs": 9, "app": 10, "scripts": 11}
+         "s2s.training": 6, "s2s": 7, "eval": 8, "s2s.finetune": 9, "tabs": 10, "app": 11, "scripts": 12}
 
 
 def project_modules(root: Path = ROOT) -> dict[str, Path]:

@@ -45,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reply-noise", type=float, default=0.0,
                    help="teacher-forcing noise: each pair has a share drawn from [0, this) of its reply's "
                         "input codes replaced by random codes")
+    p.add_argument("--train-only", choices=["all", "prompt"], default="all",
+                   help="prompt: train only the prompt side (front-end projection and encoder), the reply "
+                        "side frozen (a fine-tune that should change what the model hears, not what it says)")
     p.add_argument("--rank-steps", type=int, default=48,
                    help="answer ranking at every validation: steps of each answer scored (0 = off)")
     p.add_argument("--seed", type=int, default=0)

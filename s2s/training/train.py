@@ -56,6 +56,7 @@ from s2s.training.flags import codec_options, parse_args
 from s2s.training.ranking import answer_ranking_accuracy
 
 LOG_FILE = "train_log.jsonl"
+PROMPT_SIDE = ("feature_proj.", "encoder.", "prompt_norm.")  # what --train-only prompt trains
 
 
 def copy_if_present(src: Path, dst: Path) -> None:
@@ -91,6 +92,8 @@ def make_optimizer(model, args) -> torch.optim.AdamW:
     # No decay on norms, biases and the code embeddings (rows of rarely seen codes would shrink).
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.dim() < 2 or name == "embedding.weight" else decay).append(p)
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95), fused=True)
@@ -134,6 +137,9 @@ class Trainer:
         self.frontend_name = self.checkpoint_frontend() or args.frontend
         self.frontend, self.frontend_desc = model_frontend(self.frontend_name)
         self.model, self.config, self.start_step, extra = self.build_model()
+        if getattr(args, "train_only", "all") == "prompt":
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith(PROMPT_SIDE))
         self.opt = make_optimizer(self.model, args)
         if extra:
             self.start_step = restore_optimizer(self.opt, extra)
@@ -141,6 +147,7 @@ class Trainer:
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
         self.asr = None
+        self.on_step = None  # called with (step, total steps, loss) after every step (a fine-tune's progress)
 
     @property
     def main(self) -> bool:
@@ -336,6 +343,8 @@ class Trainer:
                 step += 1
                 bar.update()
                 last["loss"] = loss.item()
+                if self.on_step is not None:
+                    self.on_step(step, args.steps, last["loss"])
                 if step % args.log_every == 0 or step == stop:
                     bar.set_postfix(loss=f"{last['loss']:.3f}")
                     self.log({"step": step, "loss": last["loss"], "lr": lr_at(step - 1, args),
