@@ -10,9 +10,11 @@ timings beside it), Hands-free (voice activity ends your turn, speaking over the
 it), Conversation (the same over a WebSocket and an AudioWorklet, several people at once,
 batched), A/B (two checkpoints answer one prompt blind, the listener votes), Codec (a clip
 through every codec available, with MCD / log-F0 RMSE / WER), Evaluate
-(eval.run over a checkpoints folder), Model (the live checkpoint's card and loss curve).
-A/B and Evaluate write reports/: on a Hugging Face Space (SPACE_ID set) they are off, tab and
-API endpoint, unless the owner turns them on (--enable-tabs ab,evaluate or S2S_ENABLE_TABS).
+(eval.run over a checkpoints folder), Model (the live checkpoint's card and loss curve),
+Fine-tune (say the questions in your own words, get a checkpoint that understands you).
+A/B and Evaluate write reports/, Fine-tune ckpts/: on a Hugging Face Space (SPACE_ID set) they
+are off, tab and API endpoint, unless the owner turns them on (--enable-tabs ab,evaluate,finetune
+or S2S_ENABLE_TABS).
 
 UI only: models load on first use (or in main() before launching), never at import; all state
 lives in the Workbench that build_ui() creates. Visitors can only name folders under the
@@ -159,7 +161,8 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, conver
             rescan = gr.Button("Rescan folders", size="sm", scale=0, min_width=140)
         banner = gr.Markdown(elem_id="banner")
         if off := [OPTIONAL_TAB_NAMES[t] for t in OPTIONAL_TABS if t not in enabled]:
-            gr.Markdown(f"*{' and '.join(off)} {'is' if len(off) == 1 else 'are'} off on this server: its owner "
+            names = off[0] if len(off) == 1 else f"{', '.join(off[:-1])} and {off[-1]}"
+            gr.Markdown(f"*{names} {'is' if len(off) == 1 else 'are'} off on this server: its owner "
                         f"can turn {'it' if len(off) == 1 else 'them'} on (`--enable-tabs` or {ENABLE_TABS_ENV}).*",
                         elem_id="tabs_off")
         with gr.Tabs() as tabs:

@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default="assets/prototype", help="the checkpoint to start from (never modified)")
     p.add_argument("--out", required=True, help="the new checkpoint's folder (must not exist)")
     p.add_argument("--steps", type=int, default=RECIPE["steps"])
+    p.add_argument("--lr", type=float, default=RECIPE["lr"])
+    p.add_argument("--replay", type=int, default=RECIPE["replay"],
+                   help="pairs of the base's own voices mixed in, so it keeps hearing them (0 = none)")
+    p.add_argument("--train-only", choices=["all", "prompt"], default=RECIPE["train_only"],
+                   help="prompt: only the prompt side learns (s2s/training/flags.py)")
     p.add_argument("--holdout", type=float, default=0.3, help="share of the clips kept out for before/after")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-set", default="default",
@@ -119,10 +124,13 @@ def main(argv: list[str] | None = None) -> None:
             shown.update(stage=stage, fraction=fraction)
             print(text, file=sys.stderr, flush=True)
 
+    if not (args.lr > 0 and args.replay >= 0 and 0 <= args.holdout < 1 and args.threads >= 1):
+        raise SystemExit(f"error: --lr must be > 0, --replay >= 0, --holdout in [0, 1) and --threads >= 1; "
+                         f"got {args.lr}, {args.replay}, {args.holdout}, {args.threads}")
     try:
         card = run(args.data, args.base, args.out, steps=args.steps, holdout=args.holdout, seed=args.seed,
                    eval_manifest=None if args.eval_set == "none" else args.eval_set, threads=args.threads,
-                   report=report)
+                   report=report, lr=args.lr, replay=args.replay, train_only=args.train_only)
     except (RecordingError, FinetuneError) as e:
         raise SystemExit(f"error: {e}") from None
     if args.json:  # the card, and the before / after table as markdown

@@ -56,8 +56,8 @@ def new_session(n: int = DEFAULT_CLIPS) -> dict:
 
 
 def _folder(state: dict) -> Path:
-    if not state["folder"]:
-        state["folder"] = str(SESSIONS / state["id"])
+    if not state["folder"]:  # a new one after each start: the last one goes with its fine-tune
+        state["folder"] = str(SESSIONS / f"{state['id']}-{uuid.uuid4().hex[:6]}")
     folder = Path(state["folder"])
     folder.mkdir(parents=True, exist_ok=True)
     folder.touch()  # the sweep counts an hour from the last clip

@@ -296,12 +296,13 @@ def test_command_line_defaults_are_local_and_not_shared(monkeypatch):
 
 
 def test_optional_tabs_are_on_locally_off_on_a_space_and_the_owner_chooses():
-    assert optional_tabs(None, {}) == ("ab", "evaluate")  # locally: everything
+    assert optional_tabs(None, {}) == ("ab", "evaluate", "finetune")  # locally: everything
     assert optional_tabs(None, {"SPACE_ID": "me/s2s"}) == ()  # Hugging Face sets SPACE_ID on a Space
     assert optional_tabs(None, {"SPACE_ID": "me/s2s", "S2S_ENABLE_TABS": "Evaluate"}) == ("evaluate",)
     assert optional_tabs("ab", {"SPACE_ID": "me/s2s", "S2S_ENABLE_TABS": "all"}) == ("ab",)  # the flag wins
-    assert optional_tabs("none", {}) == () and optional_tabs("all", {"SPACE_ID": "x"}) == ("ab", "evaluate")
-    with pytest.raises(ValueError, match="unknown tab 'votes' in 'ab,votes'.*choose from ab, evaluate, or all, or none"):
+    assert optional_tabs("none", {}) == () and optional_tabs("all", {"SPACE_ID": "x"}) == ("ab", "evaluate", "finetune")
+    assert optional_tabs("finetune", {"SPACE_ID": "x"}) == ("finetune",)
+    with pytest.raises(ValueError, match="unknown tab 'votes' in 'ab,votes'.*choose from ab, evaluate, finetune, or all"):
         optional_tabs("ab,votes", {})
 
 
@@ -333,12 +334,13 @@ def test_on_a_space_evaluate_and_ab_exist_only_when_the_owner_turns_them_on(wb, 
             config = demo.get_config_file()
             tabs = {c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"}
             assert {"Talk", "Conversation", "Codec", "Model"} <= tabs
-            assert ("Evaluate" in tabs, "A/B" in tabs) == ("evaluate" in on, "ab" in on)
+            assert ("Evaluate" in tabs, "A/B" in tabs, "Fine-tune" in tabs) == ("evaluate" in on, "ab" in on, False)
             assert ("/evaluate" in endpoints(demo)) == ("evaluate" in on) and "/talk" in endpoints(demo)
             names = {d.get("api_name") for d in config["dependencies"]}
             assert ("ab_serve" in names) == ("ab" in on)  # private, but it would still be an event
             note = httpx.get(demo.local_url, timeout=30).text
-            assert ("A/B and Evaluate are off" in note) == (not on) and ("A/B is off" in note) == bool(on)
+            assert ("A/B, Evaluate and Fine-tune are off" in note) == (not on)
+            assert ("A/B and Fine-tune are off" in note) == bool(on)
         finally:
             demo.close()
 

@@ -16,7 +16,7 @@ from s2s.data.recordings import read_folder, split_holdout
 from s2s.models.checkpoint import save_checkpoint
 from s2s.models.model import ModelConfig, S2SModel
 from s2s.serve.finetune_jobs import FinetuneJobs, JobError
-from s2s.training.finetune import CARD, FinetuneError, check_paths, publish, staging_dir, train_staged
+from s2s.training.finetune import CARD, RECIPE, FinetuneError, check_paths, publish, staging_dir, train_staged
 from tests.test_recordings import flite
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -62,7 +62,8 @@ def test_a_fine_tune_appears_whole_with_its_card(base, clips, tmp_path):
     before = digest(base)
     train, held = split_holdout(read_folder(clips), 0.3)
     steps = []
-    staged, card = train_staged(train, held, base, tmp_path / "mine", steps=3, on_step=lambda s, n, loss: steps.append(s))
+    staged, card = train_staged(train, held, base, tmp_path / "mine", steps=3, replay=0,
+                                on_step=lambda s, n, loss: steps.append(s))
     assert steps == [1, 2, 3] and not (tmp_path / "mine").exists()
     out = publish(staged, tmp_path / "mine", card)
     assert {"config.json", "model.safetensors", CARD} <= set(p.name for p in out.iterdir())
@@ -82,7 +83,7 @@ def test_a_fine_tune_that_fails_leaves_nothing(base, clips, tmp_path):
         raise RuntimeError("power cut")
 
     with pytest.raises(RuntimeError, match="power cut"):
-        train_staged(train, held, base, tmp_path / "mine", steps=5, on_step=boom)
+        train_staged(train, held, base, tmp_path / "mine", steps=5, replay=0, on_step=boom)
     assert not (tmp_path / "mine").exists() and not staging_dir(tmp_path / "mine").exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -100,6 +101,7 @@ def test_the_command_prints_before_and_after(base, clips, tmp_path):
     groups = {(g["checkpoint"], g["group"]): g for g in card["before_after"]["summary"]}
     assert set(groups) == {("before", "heldout"), ("after", "heldout")} and groups["after", "heldout"]["n"] == 1
     assert json.loads((out / CARD).read_text())["before_after"] == card["before_after"]
+    assert card["recipe"]["replay"] == RECIPE["replay"] > 0  # the default recipe, rehearsal included
     assert "your held-out clips" in (out / "before_after.md").read_text()
 
 
@@ -111,7 +113,7 @@ def test_the_command_refuses_bad_clips_by_name(base, clips, tmp_path):
     data.mkdir()
     (data / "capital_france.wav").write_bytes((clips / "capital_france.wav").read_bytes())
     sf.write(data / "banana_color.wav", np.zeros(24000, dtype=np.float32), 16000)
-    done = finetune_cli("--data", data, "--base", base, "--out", tmp_path / "mine", "--steps", 2)
+    done = finetune_cli("--data", data, "--base", base, "--out", tmp_path / "mine", "--steps", 2, "--replay", 0)
     assert done.returncode != 0 and "banana_color.wav: silent or too short" in done.stderr
     assert not (tmp_path / "mine").exists() and not staging_dir(tmp_path / "mine").exists()
 
@@ -131,10 +133,10 @@ def test_jobs_queue_one_at_a_time_and_cancel_writes_nothing(base, clips, tmp_pat
     keep = tmp_path / "recordings"
     keep.mkdir()
     first = jobs.submit("alice", data=clips, base=base, out=tmp_path / "long", steps=2000, eval_set="none",
-                        cleanup=keep)
+                        replay=0, cleanup=keep)
     with pytest.raises(JobError, match="already queued or running"):
         jobs.submit("alice", data=clips, base=base, out=tmp_path / "again", steps=2)
-    second = jobs.submit("bob", data=clips, base=base, out=tmp_path / "bob", steps=2, eval_set="none")
+    second = jobs.submit("bob", data=clips, base=base, out=tmp_path / "bob", steps=2, eval_set="none", replay=0)
     status = wait_for(jobs, first.id, {"running"})
     assert jobs.status(second.id)["state"] == "queued" and jobs.status(second.id)["position"] == 1
     while "training" not in jobs.status(first.id)["text"]:
@@ -154,3 +156,14 @@ def test_a_failed_job_says_why(base, tmp_path):
     job = jobs.submit("carol", data=tmp_path / "nothing-here", base=base, out=tmp_path / "x", steps=2)
     status = wait_for(jobs, job.id, {"done", "failed", "cancelled"})
     assert status["state"] == "failed" and "give a manifest (.jsonl) or a folder" in status["error"]
+
+
+def test_train_only_prompt_leaves_the_reply_side_as_it_was(base, clips, tmp_path):
+    from safetensors.torch import load_file
+
+    train, held = split_holdout(read_folder(clips), 0.3)
+    staged, card = train_staged(train, held, base, tmp_path / "p", steps=3, train_only="prompt", replay=0)
+    a, b = load_file(base / "model.safetensors"), load_file(staged / "model.safetensors")
+    moved = {k for k in a if not torch.equal(a[k].half(), b[k].half())}
+    assert moved and all(k.startswith(("encoder.", "prompt_norm.", "feature_proj.")) for k in moved), moved
+    assert card["recipe"]["train_only"] == "prompt"

@@ -66,10 +66,11 @@ class FinetuneJobs:
         self.worker.start()
 
     def submit(self, session: str, *, data: str | Path, base: str | Path, out: str | Path, steps: int | None = None,
-               holdout: float | None = None, eval_set: str | None = None, cleanup: str | Path | None = None) -> Job:
+               holdout: float | None = None, eval_set: str | None = None, replay: int | None = None,
+               cleanup: str | Path | None = None) -> Job:
         argv = [self.python, "-m", "s2s.finetune", "--data", str(data), "--base", str(base), "--out", str(out),
                 "--progress", "--json"]
-        for flag, value in (("--steps", steps), ("--holdout", holdout), ("--eval-set", eval_set)):
+        for flag, value in (("--steps", steps), ("--holdout", holdout), ("--eval-set", eval_set), ("--replay", replay)):
             if value is not None:
                 argv += [flag, str(value)]
         with self.lock:

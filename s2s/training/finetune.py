@@ -30,8 +30,8 @@ from s2s.models.checkpoint import read_config
 from s2s.training.flags import parse_args
 from s2s.training.train import Trainer, export
 
-RECIPE = {"steps": 60, "lr": 5e-4, "warmup": 10, "batch_frames": 4000, "dropout": 0.1, "stretch": 0.1,
-          "mask_spans": 2, "train_only": "all", "replay": 0}
+RECIPE = {"steps": 60, "lr": 1e-4, "warmup": 10, "batch_frames": 4000, "dropout": 0.1, "stretch": 0.1,
+          "mask_spans": 2, "train_only": "all", "replay": 120}
 CARD = "card.json"
 MAX_STEPS = 2000
 
