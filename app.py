@@ -165,7 +165,7 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, conver
             gr.Markdown(f"*{names} {'is' if len(off) == 1 else 'are'} off on this server: its owner "
                         f"can turn {'it' if len(off) == 1 else 'them'} on (`--enable-tabs` or {ENABLE_TABS_ENV}).*",
                         elem_id="tabs_off")
-        with gr.Tabs() as tabs:
+        with gr.Tabs() as tab_set:
             settings = talk_tab.build(wb, ckpt, concurrency)
             handsfree_tab.build(wb, ckpt, settings, concurrency)
             converse_tab.build(wb)
@@ -173,7 +173,7 @@ def build_ui(workbench: Workbench | None = None, *, concurrency: int = 2, conver
             codec_tab.build(wb)
             folder = evaluate_tab.build(wb) if "evaluate" in enabled else None
             card, loss_plot = model_tab.build(wb)
-            finetune_view = finetune_tab.build(wb, ckpt, tabs, ab_dropdowns) if "finetune" in enabled else None
+            finetune_view = finetune_tab.build(wb, ckpt, tab_set, ab_dropdowns) if "finetune" in enabled else None
         rescanned = rescan.click(wb.rescan, ckpt, ckpt, api_visibility="private")
         if folder is not None:
             rescanned.then(wb.folder_choices, folder, folder, api_visibility="private")
