@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval.before_after import answer, markdown  # noqa: E402
+from eval.before_after import answer_checkpoint, markdown  # noqa: E402
 from eval.compare import add_intervals, paired_rows  # noqa: E402
 from s2s.data.corpus import build_corpus  # noqa: E402
 from s2s.data.recordings import topics  # noqa: E402
@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import torch
 
-    from eval.asr import load_asr
     from s2s.finetune import run
-    from s2s.serve.pipeline import load_pipeline
 
     out = Path(args.out)
     shutil.rmtree(out / "tuned", ignore_errors=True)
@@ -70,11 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     card = run(clips, args.base, out / "tuned", report=lambda stage, fraction, text: print(text, file=sys.stderr)
                if stage != "training" else None, **recipe)
     flow_s = time.perf_counter() - started
-    asr = load_asr(cpu_threads=1)
-    torch.set_num_threads(2)
     utterances = []
     for name, path in (("before", args.base), ("after", out / "tuned")):
-        rows = answer(load_pipeline(path, device="cpu"), name, test, asr, topics())
+        rows = answer_checkpoint(path, name, test, topics(), workers=2)
         utterances += [{**r, "split": "family_test"} for r in rows]
     groups = [{"checkpoint": c, "group_by": "split", "group": "family_test",
                "n": sum(r["checkpoint"] == c for r in utterances)} for c in ("before", "after")]

@@ -167,8 +167,13 @@ def start(wb, checkpoint, name, steps, holdout, state):
         data = folder / "clips"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir()
-        for k, clip in enumerate(state["clips"]):
-            shutil.copyfile(clip["file"], data / f"{clip['topic']}_{k + 1}{Path(clip['file']).suffix}")
+        try:
+            for k, clip in enumerate(state["clips"]):
+                shutil.copyfile(clip["file"], data / f"{clip['topic']}_{k + 1}{Path(clip['file']).suffix}")
+        except FileNotFoundError:
+            shutil.rmtree(folder, ignore_errors=True)
+            state.update(clips=[], folder="")
+            raise ValueError("your clips were deleted (recordings are kept for an hour): record them again") from None
         job = jobs(wb).submit(state["id"], data=data, base=base, out=out, steps=int(steps), holdout=float(holdout),
                               eval_set=wb.finetune_eval_set, cleanup=folder)
     except (ValueError, JobError) as e:

@@ -167,3 +167,13 @@ def test_train_only_prompt_leaves_the_reply_side_as_it_was(base, clips, tmp_path
     moved = {k for k in a if not torch.equal(a[k].half(), b[k].half())}
     assert moved and all(k.startswith(("encoder.", "prompt_norm.", "feature_proj.")) for k in moved), moved
     assert card["recipe"]["train_only"] == "prompt"
+
+
+def test_answers_from_two_processes_come_back_in_order(base, clips):
+    from eval.before_after import answer_checkpoint
+    from s2s.data.recordings import manifest_rows, topics
+
+    rows = [{**r, "id": f"{r['id']}-{k}"} for k in range(3) for r in manifest_rows(read_folder(clips), "heldout", "h")]
+    out = answer_checkpoint(base, "before", rows, topics(), workers=2)
+    assert [r["id"] for r in out] == [r["id"] for r in rows] and len(rows) == 9
+    assert all(r["checkpoint"] == "before" and "answer_correct" in r and not r["error"] for r in out), out[0]
