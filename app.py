@@ -219,7 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-conversations", type=int, default=Limits.max_sessions,
                    help="Conversation tab: sessions at once, batched by one scheduler (more get 'busy')")
     p.add_argument("--end-silence-ms", type=float, default=Limits.end_silence_ms,
-                   help="Conversation tab: the silence that ends a turn")
+                   help="Conversation tab: the silence that ends a turn when there is no turn head (--turn-head none)")
     add_limit_flags(p)  # Conversation tab: --allowed-origins, --max-per-client, idle and length limits
     return p.parse_args(argv)
 

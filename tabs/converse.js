@@ -185,7 +185,9 @@ function onMessage(ev) {
     player.port.postMessage({type: "rate", rate: m.sample_rate});
     status("Connected. Opening the microphone…");
     const socket = ws;
-    startMic().then(() => { if (ws === socket) status(`Listening. Talk; a pause of ${m.end_silence_ms} ms ends your turn.`); },
+    const how = m.turn_head ? `it answers when you have finished (a pause of ${m.end_silence_ms} ms always ends your turn)`
+                            : `a pause of ${m.end_silence_ms} ms ends your turn`;
+    startMic().then(() => { if (ws === socket) status(`Listening. Talk; ${how}.`); },
                     (e) => { if (ws === socket) fail(micError(e)); });
   }
   else if (m.type === "speech") status("Hearing you…");
@@ -202,6 +204,8 @@ function onMessage(ev) {
     cancelled.add(m.turn);
     player.port.postMessage({type: "flush", turn: m.turn});
     const t = row(m.turn); t.bargeIn = now; status("Interrupted: you spoke over the reply. Listening…");
+  } else if (m.type === "backchannel") {
+    status("Replying… (heard you: going on)");
   } else if (m.type === "ignored") {
     status(`Not answered: ${m.reason}`);
     if (m.turn !== undefined) { row(m.turn).ignored = "not answered"; row(m.turn); }

@@ -33,10 +33,13 @@ def test_a_reply_plays_and_speaking_over_it_stops_it(tmp_path):
     # both questions were answered out loud in the page, timed from the known speech ends. The
     # README's targets are 400 ms (speech end -> sound) and 200 ms (barge-in -> silent); on this
     # 2-core machine, shared, 2026-12-03: 413-774 ms and 122-360 ms over 26 turns and 11 barge-ins
-    # at load averages 3-7. The bounds keep that margin and fail on half a second lost.
+    # at load averages 3-7. The bounds keep that margin and fail on half a second lost. With the
+    # turn head (the default) a turn it does not call finished waits for the 1 s fallback silence,
+    # and speech over a reply it does not stop at its onset is stopped at 0.9 s at the latest:
+    # the bounds add those (scripts/turn_bench.py measures how often each happens).
     assert result["turns_played"] == 2, result
     assert result["context_rate"] in (44100, 48000)  # the device's rate: the page resamples to 24 kHz
-    assert all(0 < ms <= 1000 for ms in result["speech_end_to_sound_ms"]["all"]), result
+    assert all(0 < ms <= 1800 for ms in result["speech_end_to_sound_ms"]["all"]), result
     # the second question, spoken over its reply, silenced the player
     assert len(result["barge_in_stop_ms"]["all"]) == 1
-    assert 0 < result["barge_in_stop_ms"]["all"][0] <= 500, result
+    assert 0 < result["barge_in_stop_ms"]["all"][0] <= 1400, result

@@ -70,9 +70,10 @@ def test_a_conversation_in_firefox(url, tmp_path):
     # server's VAD found within 0.5 s: the stream's clock is the file's, so the wire is 24 kHz)
     assert result["errors"] == [] and result["closed"] is None, result
     assert result["turns_played"] == 2, result
-    assert all(0 < ms <= 1000 for ms in result["speech_end_to_sound_ms"]["all"]), result  # as in chromium
-    # the second question, spoken over its reply, silenced the player
-    assert any(0 < ms <= 500 for ms in result["barge_in_stop_ms"]["all"]), result
+    assert all(0 < ms <= 1800 for ms in result["speech_end_to_sound_ms"]["all"]), result  # as in chromium
+    # the second question, spoken over its reply, silenced the player (as in chromium: the turn
+    # head stops it at its onset, or at 0.9 s at the latest)
+    assert any(0 < ms <= 1400 for ms in result["barge_in_stop_ms"]["all"]), result
 
 
 def start_and_settle(ff, until: str, timeout_s: float = 20) -> dict:

@@ -133,3 +133,33 @@ def test_pause_gives_the_turn_early_and_resume_takes_it_back(utterance):
     assert pause.at == last.at and np.array_equal(pause.audio, last.audio)  # the turn was final at the pause
     assert det.pause * 512 / VAD_RATE < 0.2  # ... after ~0.13 s of silence instead of 1 s
     assert kinds.index("resume") > kinds.index("pause")
+
+
+def test_a_shorter_pause_comes_sooner_and_a_start_carries_its_onset(utterance):
+    x, start, end = utterance
+    clip = np.concatenate([silence(0.5), x, silence(1.2)])
+    at = {}
+    for ms in (64, 100):
+        det = TurnDetector(end_silence_ms=1000, pause_events=True, pause_ms=ms)
+        events, t = [], 0.0
+        for i in range(0, len(clip), 320):  # 20 ms frames: note when each event is known
+            t += 0.02
+            events += [(t, e) for e in det.push(clip[i:i + 320], VAD_RATE)]
+        at[ms] = next(t for t, e in events if e.kind == "pause")
+        onset = next(e for _, e in events if e.kind == "start")
+        # the onset holds the pre-roll and the speech that started the turn: what a backchannel is weighed on
+        assert 0.2 <= onset.audio.size / VAD_RATE <= 0.5 and np.abs(onset.audio).max() > 0.05
+    assert 0.02 <= at[100] - at[64] <= 0.1
+    with pytest.raises(ValueError, match="pause_ms"):
+        TurnDetector(pause_events=True, pause_ms=-5)
+
+
+def test_a_turn_ended_elsewhere_makes_the_next_speech_a_new_turn(utterance):
+    x, start, end = utterance
+    det = TurnDetector(end_silence_ms=1000, pause_events=True, pause_ms=64)
+    kinds = [e.kind for e in feed(det, np.concatenate([silence(0.5), x, silence(0.3)]), VAD_RATE, chunk_s=0.02)]
+    assert kinds[0] == "start" and kinds[-1] == "pause" and "end" not in kinds and det.in_turn
+    det.end_turn()  # the conversation's turn head decided at the pause
+    events = feed(det, np.concatenate([x, silence(1.2)]), VAD_RATE, chunk_s=0.02)
+    assert events[0].kind == "start"  # not "resume": a new turn
+    assert events[-1].kind == "end" and events[-1].audio.size / VAD_RATE < len(x) / VAD_RATE + 0.5  # only the new speech

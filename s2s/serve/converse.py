@@ -11,10 +11,12 @@ Protocol (one WebSocket per conversation; every text message is JSON with a "typ
       {"type": "start", "sample_rate": 24000, "temperature": 0.7, "top_k": 50, "seed": -1}   first
       bytes: int16 little-endian mono PCM at that rate, <= 40 ms per message, in real time
     server -> client
-      {"type": "ready", "session", "sample_rate" (of the reply audio), "end_silence_ms", ...}
+      {"type": "ready", "session", "sample_rate" (of the reply audio), "end_silence_ms", "turn_head", ...}
       {"type": "speech"}                        the person started speaking
       {"type": "barge_in", "turn": n}           they spoke over reply n: stop playing it now
-      {"type": "turn", "turn": n, "speech_end": s}   end of turn n decided (s: stream seconds)
+      {"type": "backchannel", "turn": n, "p"}   what they said over reply n was a backchannel: it goes on
+      {"type": "turn", "turn": n, "speech_end": s, "by": "head"|"silence", "p_finished"}
+                                                end of turn n decided (s: stream seconds)
       {"type": "codes", "turn": n, "codes": [[c0..cK-1], ...]}   reply frames as they complete
       bytes: uint32 LE turn number + int16 PCM at "sample_rate": the reply's audio
       {"type": "first_audio", "turn": n, "timings": {...}}   after the turn's first audio went out
@@ -28,14 +30,22 @@ Protocol (one WebSocket per conversation; every text message is JSON with a "typ
     A handshake from a page of another origin is refused (HTTP 403) unless Limits.allowed_origins
     lists it; one without an Origin header (not a browser) is let in.
 
-A turn is prepared before its end is decided: when the person has been silent for 0.1 s the
-turn's audio is final (s2s/serve/vad.py "pause"), so the front-end, the prefill and the first reply
-frames run while the end-of-turn silence is still being waited for; the audio is held until
-the end is decided and dropped if the person goes on speaking. What is left after the decision
-is sending the held audio. Barge-in: speech that starts while a reply is generated or still
-playing cancels it and tells the page to stop; if that speech came within JOIN_S of the end
-of the turn, the turn had been cut too early (a pause mid-sentence), and the next turn is heard
-joined to it.
+A turn is prepared before its end is decided: when the person has been silent for
+Limits.pause_ms the turn's audio is final (s2s/serve/vad.py "pause"), so the front-end, the
+prefill and the first reply frames run while the end of the turn is still being decided; the
+audio is held until then and dropped if the person goes on speaking. With a turn head
+(s2s/models/turn_head.py, Limits.turn_head) the end is decided from what was said, on the
+features the front-end computed at the pause: "finished" ends the turn there (speech after it
+starts a new one: over the reply, see below); otherwise the server waits, and
+fallback_silence_ms of silence ends any turn (a hesitation is held, a fragment still gets its
+answer). Without one, end_silence_ms of silence ends it.
+
+Speech over a reply: with a turn head, speech that pauses within backchannel_max_ms and that the
+head calls a backchannel ("mm-hm", "yeah") lets the reply go on; anything else (longer, resumed,
+or not a backchannel) is a barge-in: the reply is cancelled and the page told to stop, and what
+was said is heard as the next turn. Without a head any speech over a reply is a barge-in. If
+that speech came within JOIN_S of the decided end of the turn, the turn had been cut too early
+(a pause mid-sentence), and the next turn is heard joined to it.
 
 Limits that keep a public server available (Limits): idle means no speech, not no frames (an
 open tab streams silence forever), so a conversation with no speech for idle_timeout_s (none
@@ -76,7 +86,8 @@ from s2s.serve.converse_limits import (
     parse_start,
     span,
 )
-from s2s.serve.converse_turn import Turn
+from s2s.serve.converse_turn import Turn, load_head
+from s2s.serve.overlap import weigh_onset, weigh_overlap
 
 __all__ = ["ConverseServer", "Limits", "Session", "SessionClosed", "main"]
 
@@ -91,6 +102,7 @@ class ConverseServer:
     def __init__(self, pipeline_fn: Callable, limits: Limits | None = None):
         self.pipeline_fn, self.limits = pipeline_fn, limits or Limits()
         self.pipe = self.scheduler = None
+        self.turn_head = self.head_frontend = None  # s2s.models.turn_head; None: silence alone ends turns
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -111,6 +123,7 @@ class ConverseServer:
                 frames = min(cfg.max_reply_frames, round(lim.max_reply_seconds * pipe.codec.frame_rate))
                 self.scheduler = Scheduler(pipe.model, max_sessions=lim.max_sessions, max_prompt_frames=prompt,
                                            max_frames=frames)
+                self.turn_head, self.head_frontend = load_head(pipe, lim.turn_head)
                 self.pipe = pipe
                 warm_up(pipe)
         return self.pipe, self.scheduler
@@ -173,6 +186,9 @@ class Session:
         self.hearing: asyncio.Future | None = None  # the front-end run of this session's latest turn
         self.carry: np.ndarray | None = None  # a turn ended too early: heard again with the next
         self.turns = 0
+        self.vad_turn = 0  # stretches of speech heard (VAD "start" events)
+        self.detector = None  # the session's TurnDetector, once started
+        self.overlap: dict | None = None  # speech over a reply, being weighed: {"since", "vad_turn", "backchannel"}
         self.playing_until = 0.0
         self.tasks: list[asyncio.Task] = []
         self.receiver: asyncio.Task | None = None
@@ -239,11 +255,14 @@ class Session:
         self.rate, self.settings = parse_start(msg)
         self.pipe, self.scheduler = await asyncio.to_thread(self.server.ready)
         pipe = self.pipe
-        det = TurnDetector(min_speech_ms=lim.min_speech_ms, end_silence_ms=lim.end_silence_ms,
-                           max_turn_seconds=lim.max_turn_seconds, pause_events=True)
+        end_ms = lim.fallback_silence_ms if self.server.turn_head is not None else lim.end_silence_ms
+        self.detector = det = TurnDetector(min_speech_ms=lim.min_speech_ms, end_silence_ms=end_ms,
+                                           max_turn_seconds=lim.max_turn_seconds, pause_events=True,
+                                           pause_ms=lim.pause_ms)
         max_bytes = 2 * math.ceil(self.rate * lim.max_frame_ms / 1000)
         self.put_json(type="ready", session=self.id, sample_rate=pipe.codec.sample_rate,
-                      end_silence_ms=lim.end_silence_ms, max_frame_ms=lim.max_frame_ms,
+                      end_silence_ms=end_ms, turn_head=self.server.turn_head is not None,
+                      max_frame_ms=lim.max_frame_ms,
                       max_reply_seconds=lim.max_reply_seconds, idle_timeout_s=lim.idle_timeout_s,
                       max_conversation_s=lim.max_conversation_s,
                       checkpoint=Path(str(pipe.checkpoint)).name)  # the folder's name: no server paths
@@ -273,6 +292,9 @@ class Session:
             for ev in det.push(np.frombuffer(data, "<i2"), self.rate):
                 self._on_event(ev, time.perf_counter())
             now = time.perf_counter()
+            o = self.overlap
+            if o is not None and o["backchannel"] is None and now - o["since"] > lim.backchannel_max_ms / 1e3:
+                self.barge_in(now)  # speech over the reply went on too long for a backchannel
             if det.in_turn or (self.turn is not None and not self.turn.finished) or now < self.playing_until:
                 spoke = now
             elif now - spoke > lim.idle_timeout_s:  # frames keep coming, but nobody speaks
@@ -282,15 +304,24 @@ class Session:
                 raise self._too_long()
 
     def _on_event(self, ev, now: float) -> None:
-        turn = self.turn
+        turn, o = self.turn, self.overlap
         if ev.kind == "start":
+            self.vad_turn += 1
             self.put_json(type="speech")
             if turn is not None and turn.confirmed and (not turn.finished or now < self.playing_until):
-                self.cancel_turn()  # barge-in
-                self.playing_until = 0.0
-                self.put_json(type="barge_in", turn=turn.number)
-                if now - turn.decided < JOIN_S:  # the person had not finished: a false cut-in
-                    self.carry = turn.audio
+                if self.server.turn_head is None:
+                    self.barge_in(now)
+                else:  # a backchannel lets the reply go on: weighed at its onset and at its pause
+                    self.overlap = o = {"since": now, "vad_turn": self.vad_turn, "backchannel": None}
+                    self._spawn(weigh_onset(self, ev, o))
+        elif o is not None and o["vad_turn"] == self.vad_turn:
+            if ev.kind == "pause" and o["backchannel"] is None:
+                o["backchannel"] = "weighing"
+                self._spawn(weigh_overlap(self, ev, o))
+            elif ev.kind == "resume":  # more than a backchannel: speech came back
+                self.barge_in(now)
+            elif ev.kind == "end":  # a backchannel, over: the reply went on
+                self.overlap = None
         elif ev.kind == "pause":
             self.cancel_turn()
             self.turns += 1
@@ -299,11 +330,28 @@ class Session:
             if turn is not None and not turn.confirmed:
                 self.cancel_turn()
         elif ev.kind == "end":
-            if turn is None or turn.confirmed or turn.at != ev.at:
-                self.cancel_turn()
-                self.turns += 1
-                self.turn = turn = Turn(self, self.turns, ev, confirmed=False)
-            turn.confirm(now)
+            if turn is not None and turn.at == ev.at and turn.vad_turn == self.vad_turn:
+                if not turn.confirmed:
+                    turn.confirm(now)
+                return  # (or the head decided at the pause)
+            self.cancel_turn()
+            self.turns += 1
+            self.turn = Turn(self, self.turns, ev, confirmed=False)
+            self.turn.confirm(now)
+
+    def barge_in(self, now: float) -> None:
+        """Speech over the reply that is not a backchannel: stop it and tell the page."""
+        turn, self.overlap = self.turn, None
+        if turn is None:
+            return
+        self.cancel_turn()
+        self.playing_until = 0.0
+        self.put_json(type="barge_in", turn=turn.number)
+        if turn.decided is not None and now - turn.decided < JOIN_S:  # the person had not finished
+            self.carry = turn.audio
+
+    def _spawn(self, coro) -> None:
+        self.tasks = [t for t in self.tasks if not t.done()] + [asyncio.create_task(coro)]
 
     def cancel_turn(self) -> None:
         if self.turn is not None:

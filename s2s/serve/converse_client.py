@@ -6,7 +6,8 @@ real time, as a microphone would, and times what comes back (scripts/converse_lo
 
 Each prompt is sent in 20 ms frames paced by the clock, followed by silence until its reply has
 ended and would have finished playing (or `reply_timeout_s`), then the next prompt. Speech end of a prompt: its last 10 ms
-block louder than -34 dBFS, so the time counts from when the person really stopped.
+block louder than -34 dBFS, so the time counts from when the person really stopped. Talker
+drives a conversation step by step instead (speech over a reply, hesitations: scripts/turn_bench.py).
 """
 
 from __future__ import annotations
@@ -143,3 +144,94 @@ async def converse(url: str, prompts: list[np.ndarray], rate: int = 24000, *, re
             log.close_code, log.close_reason = close.code, close.reason
         log.error = f"{type(e).__name__}: {e}"
     return log
+
+
+class Talker:
+    """A conversation driven step by step (scripts/turn_bench.py, tests): audio goes out in real
+    time, 20 ms frames, silence whenever nothing is being said, so speech can be sent over a
+    reply; every message is kept with the client time it arrived.
+
+        talker = await Talker.open(url)                      # rate 24000
+        start = await talker.say(x)                          # returns when all of x is out
+        got = await talker.until(lambda: talker.of("barge_in"), 2.0)
+        await talker.close()
+    """
+
+    def __init__(self, ws, rate: int):
+        self.ws, self.rate, self.events, self.audio_at = ws, rate, [], {}  # audio_at: turn -> first reply audio time
+        self.audio: dict[int, bytearray] = {}  # turn -> its reply's int16 PCM
+        self.queue: list[np.ndarray] = []
+        self.t0 = time.perf_counter()
+        self.sent = 0
+        self.started = 0.0  # when the first sample of the latest thing said went out
+        self.spoken = asyncio.Event()
+
+    @classmethod
+    async def open(cls, url: str, rate: int = 24000, start: dict | None = None) -> "Talker":
+        import websockets
+
+        ws = await websockets.connect(url, max_size=2**22)
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "seed": 0, **(start or {})}))
+        ready = json.loads(await ws.recv())
+        if ready.get("type") != "ready":
+            raise RuntimeError(f"expected ready, got {ready}")
+        t = cls(ws, rate)
+        t.ready = ready
+        t.tasks = [asyncio.create_task(t._send()), asyncio.create_task(t._receive())]
+        return t
+
+    async def _send(self):
+        frame = int(self.rate * FRAME_S)
+        silence = np.zeros(frame, "<i2").tobytes()
+        buf = np.zeros(0, np.float32)
+        while True:
+            delay = self.t0 + self.sent * FRAME_S - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not len(buf) and self.queue:
+                buf = self.queue.pop(0)
+                self.started = self.t0 + self.sent * FRAME_S  # this frame's place on the clock
+            if len(buf):
+                pcm, buf = buf[:frame], buf[frame:]
+                data = (np.clip(np.pad(pcm, (0, frame - len(pcm))), -1, 1) * 32767).astype("<i2").tobytes()
+                if not len(buf) and not self.queue:
+                    self.spoken.set()
+            else:
+                data = silence
+            await self.ws.send(data)
+            self.sent += 1
+
+    async def _receive(self):
+        async for m in self.ws:
+            now = time.perf_counter()
+            if isinstance(m, bytes):
+                number = struct.unpack("<I", m[:4])[0]
+                self.audio_at.setdefault(number, now)
+                self.audio.setdefault(number, bytearray()).extend(m[4:])
+            else:
+                self.events.append((now, json.loads(m)))
+
+    async def say(self, x: np.ndarray) -> float:
+        """Send x (float32 mono at the talker's rate) after what is queued; returns, once all of it
+        is out, the client time its first sample went out."""
+        self.spoken.clear()
+        self.queue.append(x.astype(np.float32))
+        await self.spoken.wait()
+        return self.started
+
+    async def until(self, pred, timeout: float):
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            hit = pred()
+            if hit:
+                return hit
+            await asyncio.sleep(0.01)
+        return None
+
+    def of(self, kind: str) -> list[tuple[float, dict]]:
+        return [(t, m) for t, m in self.events if m.get("type") == kind]
+
+    async def close(self):
+        for t in self.tasks:
+            t.cancel()
+        await self.ws.close()

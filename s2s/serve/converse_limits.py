@@ -29,14 +29,23 @@ SETTINGS = {"temperature": (0.7, float, 0.0, 5.0), "top_k": (50, int, 0, 4096),
 
 @dataclass
 class Limits:
-    """What one server takes. end_silence_ms: the silence that ends a turn (README: its choice).
+    """What one server takes. turn_head: the end-of-turn and backchannel head ("bundled": the one in
+    assets/turn_head, a folder, or "none": silence alone decides). With a head, the turn ends at
+    the first pause (pause_ms of silence) where the head says the person has finished, or after
+    fallback_silence_ms of silence; speech over a reply that stops within backchannel_max_ms and
+    that the head calls a backchannel lets the reply go on. Without one, end_silence_ms of
+    silence ends a turn (README: its choice) and any speech over a reply stops it.
     idle_timeout_s: no speech for this long (none heard, no reply being made or played) closes a
     conversation, frames or not; max_conversation_s closes any; max_per_client: conversations at
     once per client address; allowed_origins: page origins let in besides the server's own."""
 
     max_sessions: int = 8
+    turn_head: str = "bundled"
     end_silence_ms: float = 224.0  # 7 VAD windows: 7% false cut-ins on the bundled prompts (README)
+    fallback_silence_ms: float = 1000.0  # with a turn head: the silence that ends any turn
+    backchannel_max_ms: float = 900.0  # with a head: longer speech over a reply stops it (90% of backchannels are shorter)
     min_speech_ms: float = 96.0
+    pause_ms: float = 64.0  # silence after which a reply is prepared and the turn head asked (2 VAD windows)
     max_turn_seconds: float = 20.0
     max_reply_seconds: float = 10.0
     idle_timeout_s: float = 30.0
@@ -50,12 +59,14 @@ class Limits:
 
     def __post_init__(self):
         for name, value in asdict(self).items():
-            if name != "allowed_origins" and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            if name not in ("allowed_origins", "turn_head") and not (isinstance(value, (int, float)) and not isinstance(value, bool)
                                                   and 0 < value < math.inf):
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
         for name in ("max_sessions", "max_per_client"):
             if not isinstance(getattr(self, name), int):
                 raise ValueError(f"Limits.{name} must be an int, got {getattr(self, name)!r}")
+        if not isinstance(self.turn_head, str) or not self.turn_head.strip():
+            raise ValueError(f"Limits.turn_head must be 'bundled', 'none' or a folder, got {self.turn_head!r}")
         origins = (self.allowed_origins,) if isinstance(self.allowed_origins, str) else self.allowed_origins
         self.allowed_origins = tuple(o.strip().rstrip("/").lower() for o in origins if o.strip())
         for o in self.allowed_origins:
@@ -159,6 +170,9 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-origins", nargs="+", default=[], metavar="ORIGIN",
                    help="page origins (https://name.example) that may open conversations besides the "
                         "server's own; '*' = any page (default: same origin only)")
+    p.add_argument("--turn-head", default=Limits.turn_head, metavar="bundled|none|DIR",
+                   help="the end-of-turn and backchannel head (default: the bundled one; none: silence "
+                        "alone ends a turn, any speech over a reply stops it)")
     p.add_argument("--max-per-client", type=int, default=Limits.max_per_client,
                    help="conversations at once from one client address")
     p.add_argument("--idle-timeout-s", type=float, default=Limits.idle_timeout_s,
@@ -175,4 +189,5 @@ def limit_flags(args: argparse.Namespace) -> dict:
     if os.environ.get("SPACE_HOST", "").strip():
         origins += (f"https://{os.environ['SPACE_HOST'].strip()}",)
     return {"allowed_origins": origins, "max_per_client": args.max_per_client,
-            "idle_timeout_s": args.idle_timeout_s, "max_conversation_s": args.max_conversation_s}
+            "idle_timeout_s": args.idle_timeout_s, "max_conversation_s": args.max_conversation_s,
+            "turn_head": args.turn_head}

@@ -1,7 +1,8 @@
 """One reply of a conversation (s2s/serve/converse.py): hear the turn, generate it through the batching
 scheduler, decode it as frames come, and send it, or hold it until the end of the turn is
-decided (a turn prepared at the pause). The session it belongs to gives the pipeline, the
-scheduler, the sampling settings and the outgoing queue.
+decided (a turn prepared at the pause). With a turn head, the turn is heard by it too, on the
+same features: P(finished) at or above its threshold decides the end there and then. The session
+it belongs to gives the pipeline, the scheduler, the sampling settings and the outgoing queue.
 
 Work per pause is bounded: a session hears one turn at a time (a turn prepared at a pause waits
 for the front-end of an earlier, cancelled one to finish rather than run beside it), a turn
@@ -30,6 +31,27 @@ PLAYBACK_SLACK_S = 0.15  # the page's jitter buffer and output latency, for "sti
 LEAD_LEVEL, LEAD_TRIM_S = 0.01, 0.3  # a reply's leading silence (below -40 dBFS) is not sent, up to 0.3 s
 
 
+def load_head(pipe, choice: str):
+    """(turn head, the front-end it reads) for Limits.turn_head: the pipeline's own Whisper
+    front-end when it has one (the features computed at a pause serve both), else its own."""
+    from s2s.models.frontend import load_frontend
+    from s2s.models.turn_head import load_turn_head
+
+    if choice == "none":
+        return None, None
+    name = getattr(pipe.frontend, "name", "")
+    frontend = pipe.frontend if name == "whisper_tiny_en" else load_frontend("whisper_tiny_en")
+    return load_turn_head(None if choice == "bundled" else choice, frontend=frontend), frontend
+
+
+def head_probabilities(server, wav: torch.Tensor, features: torch.Tensor | None = None) -> tuple[float, float]:
+    """The server's turn head on a turn ([T] at the codec's rate, as the pipeline loaded it):
+    (P(finished), P(backchannel)). features: the pipeline's own, when they are the head's."""
+    if features is None or server.head_frontend is not server.pipe.frontend:
+        features = server.head_frontend.features(wav, server.pipe.codec.sample_rate)
+    return server.turn_head.probabilities(features)
+
+
 class Unanswerable(ValueError):
     """The turn's audio cannot be answered (too short, silent, too long): its message is for the person."""
 
@@ -49,6 +71,8 @@ class Turn:
             self.joined = len(session.carry)
             self.audio = np.concatenate([session.carry, ev.audio])
         self.confirmed, self.cancelled, self.finished = confirmed, False, False
+        self.vad_turn = session.vad_turn  # the stretch of speech (VAD start to end) it answers
+        self.p_finished: float | None = None  # the turn head's, once heard
         self.held: list = []
         self.job = None
         self.timings: dict[str, float] = {}
@@ -59,13 +83,15 @@ class Turn:
         self.task = asyncio.create_task(self._run())
         session.tasks = [t for t in session.tasks if not t.done()] + [self.task]
 
-    def confirm(self, now: float) -> None:
-        """The end of this turn is decided: what was held goes out, and the rest as it comes."""
+    def confirm(self, now: float, by: str = "silence") -> None:
+        """The end of this turn is decided (by: "head" at a pause, or "silence"): what was held
+        goes out, and the rest as it comes."""
         self.confirmed, self.decided = True, now
         self.timings["prepared_before_end_ms"] = (now - self.created) * 1e3
         self.session.carry = None
+        p = None if self.p_finished is None else round(self.p_finished, 3)
         self.session.put_json(type="turn", turn=self.number, speech_end=round(self.at, 4),
-                              joined_s=round(self.joined / self.rate, 3))
+                              joined_s=round(self.joined / self.rate, 3), by=by, p_finished=p)
         for kind, payload in self.held:
             self._out(kind, payload)
         self.held = []
@@ -111,7 +137,12 @@ class Turn:
                 wav, _ = s.pipe.load((self.audio, self.rate), s.limits.max_turn_seconds + 1)
                 if self.cancelled:  # speech resumed while loading: the front-end is not run
                     return None
-                return s.pipe.hear(wav)
+                codes, features, timings = s.pipe.hear(wav)
+                if s.server.turn_head is not None:
+                    t = time.perf_counter()
+                    self.p_finished = head_probabilities(s.server, wav, features)[0]
+                    timings["turn_head"] = (time.perf_counter() - t) * 1e3
+                return codes, features, timings
             except ValueError as e:
                 raise Unanswerable(str(e)) from e
 
@@ -131,6 +162,11 @@ class Turn:
                 return
             codes, features, heard = heard
             self.timings.update({k + "_ms": v for k, v in heard.items()})
+            head = s.server.turn_head
+            if (not self.confirmed and s.turn is self and self.p_finished is not None
+                    and self.p_finished >= head.cfg.finished_threshold):
+                self.confirm(time.perf_counter(), by="head")  # finished: no need to wait for the silence
+                s.detector.end_turn()  # what is said next is a new turn (over the reply: weighed as such)
             self.job = s.scheduler.submit(
                 codes=codes, features=features, **s.settings,
                 on_frame=lambda f: loop.call_soon_threadsafe(frames.put_nowait, f),

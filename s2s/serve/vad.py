@@ -64,7 +64,8 @@ class VadEvent:
     # "pause" (silence began: the turn's audio as "end" will give it if the silence lasts) and
     # "resume" (speech came back after a pause: the turn goes on)
     at: float  # seconds from the start of the stream: where speech started / ended / resumed
-    audio: np.ndarray | None = None  # "end" and "pause": the turn, float32 mono [T] at sample_rate
+    audio: np.ndarray | None = None  # "end" and "pause": the turn, float32 mono [T] at sample_rate;
+    # "start": what was heard so far (the pre-roll and the speech that started the turn)
     sample_rate: int = VAD_RATE  # the microphone's own rate (the turn is not resampled)
 
 
@@ -74,9 +75,10 @@ class TurnDetector:
     threshold: speech probability that counts as speech; silence is below threshold - 0.15
     (silero's own hysteresis). min_speech_ms: speech needed before a turn starts (coughs and
     clicks shorter than this are ignored). end_silence_ms: silence that ends a turn.
-    pause_events: also say "pause" as soon as the turn's audio is final (TRAILING_S of
-    silence) and "resume" if speech comes back, so a reply can be prepared while the end of
-    the turn is still being waited for (the conversation mode does).
+    pause_events: also say "pause" after pause_ms of silence (the turn's audio is final: up to
+    TRAILING_S of that silence is kept) and "resume" if speech comes back, so a reply can be
+    prepared, and the end of the turn decided from what was said, while the end-of-turn
+    silence is still being waited for (the conversation mode does).
 
     The VAD hears each chunk resampled to 16 kHz on its own (edge effects do not matter to a
     speech/silence decision); the turn handed out is cut from the chunks as they came, at
@@ -92,11 +94,13 @@ class TurnDetector:
         pre_roll_ms: float = 200.0,
         max_turn_seconds: float = 30.0,
         pause_events: bool = False,
+        pause_ms: float = TRAILING_S * 1000,
     ) -> None:
         if not 0.15 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0.15, 1), got {threshold!r}")
         for name, v in (("min_speech_ms", min_speech_ms), ("end_silence_ms", end_silence_ms),
-                        ("pre_roll_ms", pre_roll_ms), ("max_turn_seconds", max_turn_seconds)):
+                        ("pre_roll_ms", pre_roll_ms), ("max_turn_seconds", max_turn_seconds),
+                        ("pause_ms", pause_ms)):
             if not v >= 0:
                 raise ValueError(f"{name} must be >= 0, got {v!r}")
         self.threshold = threshold
@@ -104,8 +108,8 @@ class TurnDetector:
         self.end_silence = max(1, int(end_silence_ms / 1000 * VAD_RATE / WINDOW + 0.5))
         self.pre_roll = int(pre_roll_ms / 1000 * VAD_RATE)  # 16 kHz samples
         self.max_turn = int(max_turn_seconds * VAD_RATE)
-        # "pause" once the turn's audio is final if the silence lasts (TRAILING_S of it kept)
-        self.pause = -(-int(TRAILING_S * VAD_RATE) // WINDOW) if pause_events else None
+        # "pause" after pause_ms of silence (at least one window)
+        self.pause = max(1, -(-int(pause_ms / 1000 * VAD_RATE) // WINDOW)) if pause_events else None
         self.vad = copy.copy(_silero())  # shares the ONNX session, owns its recurrent state
         self.reset()
 
@@ -145,6 +149,14 @@ class TurnDetector:
         events = [self._window(y[i * WINDOW:(i + 1) * WINDOW]) for i in range(n)]
         return [e for e in events if e is not None]
 
+    def end_turn(self) -> None:
+        """The turn is over, decided elsewhere (the conversation's turn head): speech from here
+        on starts a new turn ("start") rather than resuming this one."""
+        if self.in_turn:
+            self._keep_from(self._pos * WINDOW)
+            self._turn_start = self._pos * WINDOW
+            self.in_turn, self._speech_run, self._silence_run = False, 0, 0
+
     def _keep_from(self, index16: int) -> None:
         """Drop the input samples before 16 kHz index index16."""
         cut = int(round(index16 * self.rate / VAD_RATE)) - self._raw_first
@@ -164,7 +176,7 @@ class TurnDetector:
             self._keep_from(self._turn_start)
             if self._speech_run >= self.min_speech:
                 self.in_turn, self._silence_run = True, 0
-                return VadEvent("start", (self._pos - self._speech_run) * WINDOW / VAD_RATE)
+                return VadEvent("start", (self._pos - self._speech_run) * WINDOW / VAD_RATE, self._raw.copy(), self.rate)
             return None
         silent = prob < self.threshold - 0.15
         resumed = not silent and self.pause is not None and self._silence_run >= self.pause
