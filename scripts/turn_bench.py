@@ -135,7 +135,8 @@ def summarise(rows: list[dict]) -> dict:
         if kind in ("backchannel", "interruption"):
             s["stopped_rate"] = round(sum(r.get("stopped", False) for r in rs) / max(1, len(rs)), 3)
             s["stop_latency_median_s"] = med("stop_latency_s", rs)
-            s["stopped_within_0.2s_rate"] = round(sum(r.get("stop_latency_s", 9) <= 0.2 for r in rs) / max(1, len(rs)), 3)
+            fast = sum(r.get("stop_latency_s", 9) <= 0.2 for r in rs)
+            s["stopped_within_0.2s_rate"] = round(fast / max(1, len(rs)), 3)
             s["skipped_reply_too_short"] = sum(r.get("reply_too_short", False) for r in rows if r["kind"] == kind)
         out[kind] = s
     return out

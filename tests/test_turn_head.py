@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from s2s.data.corpus import HELD_OUT_PHRASINGS, load_intents
-from s2s.data.turns import BACKCHANNELS, NEW_BACKCHANNELS, RATE, insert_pause, plan_clips, quietest_point, speak, voice_for
+from s2s.data.turns import (BACKCHANNELS, NEW_BACKCHANNELS, RATE, insert_pause, plan_clips, quietest_point, speak,
+                            voice_for)
 from s2s.models.turn_head import TurnHead, TurnHeadConfig, TurnHeadError, load_turn_head, save_turn_head
 
 
@@ -115,3 +116,30 @@ def test_the_bundled_head_says_what_it_was_trained_on():
     meta = json.loads((DEFAULT_DIR / "config.json").read_text())
     assert meta["summary"]["held_out"]["finished"]["n"] > 100
     assert 0.5 <= meta["config"]["finished_threshold"] < 1
+
+
+@pytest.mark.slow
+def test_examples_built_and_a_head_trained_on_them_loads_with_its_figures(tmp_path):
+    from s2s.data.turns import build_turns
+    from s2s.training.turn_head import train
+
+    counts = build_turns(tmp_path / "turns", per_wording=2, per_short=1, limit=12, progress=False)
+    assert counts["examples"] > 20 and {"train:plain", "eval:plain"} <= set(counts["by_split_kind"])
+    meta = [json.loads(line) for line in (tmp_path / "turns" / "examples.jsonl").read_text().splitlines()]
+    assert {m["event"] for m in meta} == {"start", "pause"} and {m["finished"] for m in meta} == {-1, 0, 1}
+    summary = train(tmp_path / "turns", tmp_path / "head", epochs=2, progress=False)
+    head = load_turn_head(tmp_path / "head")
+    assert head.summary["held_out"]["finished"]["n"] == summary["held_out"]["finished"]["n"] > 0
+    assert 0.5 <= head.cfg.finished_threshold <= 0.99
+
+
+def test_training_refuses_a_folder_without_examples_and_writes_nothing(tmp_path):
+    from s2s.training.turn_head import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "examples.npz").write_bytes(b"not an npz")
+    with pytest.raises(SystemExit, match="holds no readable turn examples"):
+        main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "head")])
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "head"), "--epochs", "0"])
+    assert not (tmp_path / "head").exists()

@@ -162,4 +162,5 @@ def test_a_turn_ended_elsewhere_makes_the_next_speech_a_new_turn(utterance):
     det.end_turn()  # the conversation's turn head decided at the pause
     events = feed(det, np.concatenate([x, silence(1.2)]), VAD_RATE, chunk_s=0.02)
     assert events[0].kind == "start"  # not "resume": a new turn
-    assert events[-1].kind == "end" and events[-1].audio.size / VAD_RATE < len(x) / VAD_RATE + 0.5  # only the new speech
+    assert events[-1].kind == "end"
+    assert events[-1].audio.size / VAD_RATE < len(x) / VAD_RATE + 0.5  # only the new speech

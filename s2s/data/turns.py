@@ -222,7 +222,7 @@ def build_turns(out: str | os.PathLike, seed: int = 0, *, per_wording: int = 2, 
     offsets = np.cumsum([0] + [len(f) for f in feats])
     tmp = out / "examples.tmp.npz"
     np.savez(tmp, features=np.concatenate(feats), offsets=offsets, finished=np.array(finished, np.int8),
-             backchannel=np.array(backchannel, np.int8), sha256=load_frontend("whisper_tiny_en").describe()["params"]["sha256"])
+             backchannel=np.array(backchannel, np.int8), sha256=frontend.describe()["params"]["sha256"])
     tmp.replace(out / "examples.npz")
     tmp = out / "examples.jsonl.tmp"
     tmp.write_text("".join(json.dumps(m) + "\n" for m in meta))

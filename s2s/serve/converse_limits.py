@@ -43,7 +43,7 @@ class Limits:
     turn_head: str = "bundled"
     end_silence_ms: float = 224.0  # 7 VAD windows: 7% false cut-ins on the bundled prompts (README)
     fallback_silence_ms: float = 1000.0  # with a turn head: the silence that ends any turn
-    backchannel_max_ms: float = 900.0  # with a head: longer speech over a reply stops it (90% of backchannels are shorter)
+    backchannel_max_ms: float = 900.0  # with a head: longer speech over a reply stops it (90% of backchannels: shorter)
     min_speech_ms: float = 96.0
     pause_ms: float = 64.0  # silence after which a reply is prepared and the turn head asked (2 VAD windows)
     max_turn_seconds: float = 20.0
@@ -59,8 +59,8 @@ class Limits:
 
     def __post_init__(self):
         for name, value in asdict(self).items():
-            if name not in ("allowed_origins", "turn_head") and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                                  and 0 < value < math.inf):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if name not in ("allowed_origins", "turn_head") and not (number and 0 < value < math.inf):
                 raise ValueError(f"Limits.{name} must be a positive number, got {value!r}")
         for name in ("max_sessions", "max_per_client"):
             if not isinstance(getattr(self, name), int):

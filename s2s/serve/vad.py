@@ -176,7 +176,8 @@ class TurnDetector:
             self._keep_from(self._turn_start)
             if self._speech_run >= self.min_speech:
                 self.in_turn, self._silence_run = True, 0
-                return VadEvent("start", (self._pos - self._speech_run) * WINDOW / VAD_RATE, self._raw.copy(), self.rate)
+                at = (self._pos - self._speech_run) * WINDOW / VAD_RATE
+                return VadEvent("start", at, self._raw.copy(), self.rate)
             return None
         silent = prob < self.threshold - 0.15
         resumed = not silent and self.pause is not None and self._silence_run >= self.pause

@@ -189,7 +189,8 @@ def train(data: str | Path, out: str | Path, *, epochs: int = 12, lr: float = 2e
         return at_pause
 
     summary = {"data": str(data), "examples": {"train": len(tr), "dev": len(dev), "held_out": len(held)},
-               "epochs": epochs, "best_epoch": best[2], "lr": lr, "seed": seed, "train_seconds": round(time.perf_counter() - started, 1),
+               "epochs": epochs, "best_epoch": best[2], "lr": lr, "seed": seed,
+               "train_seconds": round(time.perf_counter() - started, 1),
                "params": sum(p.numel() for p in net.parameters()),
                "thresholds": {"finished": thresholds[0], "backchannel": thresholds[1], "onset": onset_threshold},
                "dev": report(p_dev, y_dev, o_dev), "held_out": report(p_held, y_held, o_held)}
