@@ -25,25 +25,26 @@ def test_padding_does_not_change_what_the_head_says():
     assert not torch.allclose(net(x), net(x[:, :20]), atol=1e-3)  # the turn's end is read
 
 
-class FakeFrontend:
-    def __init__(self, sha):
-        self.sha = sha
+@pytest.fixture(scope="module")
+def whisper():
+    from s2s.models.frontend import load_frontend
 
-    def describe(self):
-        return {"name": "whisper_tiny_en", "params": {"sha256": self.sha}}
+    return load_frontend("whisper_tiny_en")
 
 
-def test_a_saved_head_loads_the_same_and_bad_folders_are_refused_by_name(tmp_path):
-    net = TurnHead(TurnHeadConfig(dim=16, hidden=8, frontend_sha256="abc123", finished_threshold=0.7))
+def test_a_saved_head_loads_the_same_and_bad_folders_are_refused_by_name(tmp_path, whisper):
+    sha = whisper.describe()["params"]["sha256"]
+    net = TurnHead(TurnHeadConfig(dim=16, hidden=8, frontend_sha256=sha, finished_threshold=0.7))
     save_turn_head(net, tmp_path / "head", {"note": "test"})
-    head = load_turn_head(tmp_path / "head", frontend=FakeFrontend("abc123"))
+    head = load_turn_head(tmp_path / "head", frontend=whisper)
     x = torch.randn(40, 16)
     assert head.cfg.finished_threshold == 0.7 and head.summary == {"note": "test"}
     with torch.no_grad():
         assert abs(head.p_finished(x) - float(torch.sigmoid(net.eval()(x[None]))[0, 0])) < 1e-6
     assert not list((tmp_path / "head").glob("*.tmp"))
-    with pytest.raises(TurnHeadError, match="reads whisper_tiny_en features .*abc123"):
-        load_turn_head(tmp_path / "head", frontend=FakeFrontend("ffff00"))
+    save_turn_head(TurnHead(TurnHeadConfig(dim=16, hidden=8, frontend_sha256="abc123")), tmp_path / "other", {})
+    with pytest.raises(TurnHeadError, match=f"reads whisper_tiny_en features .*abc123.*sha256 {sha[:12]}"):
+        load_turn_head(tmp_path / "other", frontend=whisper)
     with pytest.raises(TurnHeadError, match="no turn head in .*config.json is missing"):
         load_turn_head(tmp_path / "nothing")
     (tmp_path / "head" / "model.safetensors").write_bytes(b"not a safetensors file")
@@ -78,11 +79,8 @@ def test_a_hesitation_goes_where_the_speech_is_quiet():
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    from s2s.models.frontend import load_frontend
-
-    fe = load_frontend("whisper_tiny_en")
-    return load_turn_head(frontend=fe), fe
+def bundled(whisper):
+    return load_turn_head(frontend=whisper), whisper
 
 
 def test_the_bundled_head_hears_whether_a_held_out_question_is_finished(bundled):
@@ -143,3 +141,23 @@ def test_training_refuses_a_folder_without_examples_and_writes_nothing(tmp_path)
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "head"), "--epochs", "0"])
     assert not (tmp_path / "head").exists()
+
+
+def test_the_server_takes_a_head_by_name_and_refuses_a_bad_one_by_name(tmp_path, whisper):
+    from s2s.serve.converse_limits import Limits
+    from s2s.serve.converse_turn import load_head
+
+    for bad in ("", "  ", 3, None):
+        with pytest.raises(ValueError, match="Limits.turn_head must be 'bundled', 'none' or a folder"):
+            Limits(turn_head=bad)
+
+    class Pipe:  # load_head reads only the pipeline's front-end: a Whisper one is shared with the head
+        frontend = whisper
+
+    assert load_head(Pipe, "none") == (None, None)
+    with pytest.raises(TurnHeadError, match="no turn head in"):
+        load_head(Pipe, str(tmp_path / "missing"))
+    sha = whisper.describe()["params"]["sha256"]
+    save_turn_head(TurnHead(TurnHeadConfig(dim=16, hidden=8, frontend_sha256=sha)), tmp_path / "h", {})
+    head, frontend = load_head(Pipe, str(tmp_path / "h"))
+    assert frontend is whisper and head.cfg.dim == 16
