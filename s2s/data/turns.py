@@ -29,7 +29,6 @@ text, voice, seconds). A rerun with the same arguments rebuilds it; the files ar
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import random
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from s2s.data.corpus import HELD_OUT_PHRASINGS, load_intents, trim_silence
-from s2s.data.voices import Voice, load_piper, sample_voice, synth_espeak, synth_flite, synth_piper
+from s2s.data.voices import Voice, sample_voice, synth_espeak, synth_flite
 from s2s.io.audio import normalise_loudness, resample
 
 RATE = 24000
@@ -59,30 +58,21 @@ INTERRUPTIONS = {"train": ("wait", "stop", "no no", "hold on", "sorry, what?", "
                            "no, I meant", "listen", "that's wrong", "what?"),
                  "eval": ("stop please", "wait a second", "no, that's not it", "hey", "pardon?", "one moment",
                           "not that", "sorry")}
-PIPER_SHARE = 0.0  # of train voices. Tried 0.3 (Piper joe, pitch-shifted): held-out finished questions found at
-# the chosen threshold fell from ~62% to ~34% (flite, espeak), backchannels a little better; left out
 BACKCHANNEL_MAX_S = 1.0  # a pause after more speech than this is not asked "backchannel?"
 
 
 def voice_for(rng: random.Random, split: str) -> Voice:
-    """train: espeak's train settings (Piper's for a PIPER_SHARE); eval: espeak's eval settings or
-    flite (an engine never trained on), half and half."""
+    """train: espeak's train settings; eval: espeak's eval settings or flite (an engine never trained
+    on), half and half. (Piper for a third of train voices was tried: held-out finished questions
+    found at the chosen threshold fell from ~62% to ~34%; README "Turn-taking".)"""
     if split == "train":
-        return sample_voice(rng, "train", PIPER_SHARE)
+        return sample_voice(rng, "train", 0.0)
     return sample_voice(rng, "eval_voices" if rng.random() < 0.5 else "eval_family", 0.0)
-
-
-@functools.cache
-def _piper():
-    return load_piper(0)
 
 
 def speak(voice: Voice, text: str) -> np.ndarray:
     """text in voice -> float32 [T] at RATE, silence trimmed to 0.1 s each side, loudness-normalised."""
-    if voice.engine == "piper":
-        x, sr = synth_piper(_piper(), voice, text)
-    else:
-        x, sr = (synth_flite if voice.engine == "flite" else synth_espeak)(voice, text)
+    x, sr = (synth_flite if voice.engine == "flite" else synth_espeak)(voice, text)
     x = resample(np.asarray(x, np.float32), sr, RATE)
     return normalise_loudness(trim_silence(x, RATE), RATE).astype(np.float32)
 

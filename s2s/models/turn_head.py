@@ -114,12 +114,6 @@ class TurnHeadModel:
     def p_backchannel(self, features: torch.Tensor) -> float:
         return self.probabilities(features)[1]
 
-    def finished(self, features: torch.Tensor) -> bool:
-        return self.p_finished(features) >= self.cfg.finished_threshold
-
-    def backchannel(self, features: torch.Tensor) -> bool:
-        return self.p_backchannel(features) >= self.cfg.backchannel_threshold
-
 
 def save_turn_head(net: TurnHead, folder: str | Path, summary: dict) -> None:
     """Write config.json + model.safetensors into `folder` (created), each file atomically."""

@@ -154,7 +154,6 @@ class TurnDetector:
         on starts a new turn ("start") rather than resuming this one."""
         if self.in_turn:
             self._keep_from(self._pos * WINDOW)
-            self._turn_start = self._pos * WINDOW
             self.in_turn, self._speech_run, self._silence_run = False, 0, 0
 
     def _keep_from(self, index16: int) -> None:

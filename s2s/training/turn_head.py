@@ -91,11 +91,16 @@ def batch(xs: list[torch.Tensor], idx: list[int]) -> tuple[torch.Tensor, torch.T
 
 
 @torch.inference_mode()
-def predict(net: TurnHead, xs: list[torch.Tensor], idx: list[int], size: int = 256) -> torch.Tensor:
-    """P [len(idx), 2] for examples idx."""
+def logits_of(net: TurnHead, xs: list[torch.Tensor], idx: list[int], size: int = 256) -> torch.Tensor:
+    """Logits [len(idx), 2] for examples idx."""
     net.eval()
-    out = [torch.sigmoid(net(*batch(xs, idx[i:i + size]))) for i in range(0, len(idx), size)]
+    out = [net(*batch(xs, idx[i:i + size])) for i in range(0, len(idx), size)]
     return torch.cat(out) if out else torch.zeros(0, 2)
+
+
+def predict(net: TurnHead, xs: list[torch.Tensor], idx: list[int]) -> torch.Tensor:
+    """P [len(idx), 2] for examples idx."""
+    return torch.sigmoid(logits_of(net, xs, idx))
 
 
 def threshold_for(p_negative: torch.Tensor, max_false: float) -> float:
@@ -160,7 +165,7 @@ def train(data: str | Path, out: str | Path, *, epochs: int = 12, lr: float = 2e
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        dev_loss = float(masked_bce(torch.logit(predict(net, xs, dev).clamp(1e-6, 1 - 1e-6)), labels[dev]))
+        dev_loss = float(masked_bce(logits_of(net, xs, dev), labels[dev]))
         if dev_loss < best[0]:  # keep the epoch that did best on the dev wordings
             best = (dev_loss, {k: v.clone() for k, v in net.state_dict().items()}, epoch + 1)
         if progress:
