@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("pyworld")
 pysptk = pytest.importorskip("pysptk")
+pyworld = pytest.importorskip("pyworld")
 
 import s2s.codecs.world as world  # noqa: E402
 import s2s.codecs.world_vq as wvq  # noqa: E402
@@ -265,3 +266,21 @@ def test_module_entry_point_reaches_every_command():
     out = subprocess.run([sys.executable, "-m", "s2s.codecs.world_vq", "speed", "--help"], capture_output=True, text=True,
                          check=True, cwd=str(wvq.ROOT)).stdout
     assert "--seconds" in out and "--runs" in out
+
+
+@pytest.mark.slow
+def test_the_codec_keeps_the_assistants_pitch():
+    """Every reference answer (Piper joe, ~90-100 Hz): the decoded F0 codes' median against pyin's
+    median on the original. dio alone read it ~11 semitones high (the F0 the replies had)."""
+    from eval.codec_f0 import pitch_offsets, summary
+
+    rows = pitch_offsets()
+    s = summary(rows)
+    assert s["compared"] >= 40
+    assert abs(s["median_semitones"]) <= 0.5  # -0.06
+    assert s["within_1"] >= 0.75 and s["within_2"] >= 0.85  # 0.80 / 0.87 (fun_fact: +20, YIN misses)
+    battery = next(r for r in rows if r["name"] == "battery")
+    x = load_audio(str(wvq.ROOT / "assets/eval/answers/battery.flac"), 24000).numpy().astype(np.float64)
+    f0, t = pyworld.dio(x, 24000, f0_floor=world.F0_MIN, f0_ceil=world.F0_MAX, frame_period=world.FRAME_PERIOD_MS)
+    dio_hz = np.median(pyworld.stonemask(x, f0, t, 24000)[f0 > 0])
+    assert dio_hz > 1.6 * battery["pyin_hz"] and abs(battery["semitones"]) < 1.5  # dio 177 Hz, pyin 91

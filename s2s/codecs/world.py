@@ -4,12 +4,20 @@
     y = synthesise(feats.f0, feats.mc, feats.bap)   # -> float32 [F * 320]
 
 Frames: the 24 kHz signal is zero-padded to F * 320 samples, F = ceil(T / 320); frame i is
-analysed at sample i * 320 (pyworld dio + stonemask F0, CheapTrick envelope, D4C
-aperiodicity, 13.333 ms hop) and synthesise() renders exactly F * 320 samples from F frames.
+analysed at sample i * 320 (voicing from pyworld dio + stonemask, F0 values from YIN, then
+CheapTrick envelope and D4C aperiodicity at that F0, 13.333 ms hop) and synthesise() renders exactly F * 320 samples from F frames.
 Envelopes are floored FLOOR_DB below the utterance's loudest frame (so empty bands of
 band-limited input, e.g. 16 kHz recordings, and digital silence look alike) and turned into a
 39th-order mel-cepstrum (alpha 0.466) by the linear map pysptk.sp2mc applies. The WORLD-VQ
 codec (s2s/codecs/world_vq.py) quantises these features.
+
+Why YIN for the F0 values: on the assistant's voice (Piper joe, ~90-100 Hz by librosa pyin and
+autocorrelation) dio + stonemask reads ~170-180 Hz (a median +10.8 semitones over the 50
+reference answers, whatever its ceiling), so every reply came out ~11 semitones too high;
+harvest is right on some answers and off by 3-12 semitones on others, at 10x the cost. YIN
+(librosa, trough threshold 0.1) inside dio's voicing: median -0.1 semitones against pyin, 80% of
+the answers within 1 semitone, at dio's cost; on espeak-ng voices (78-260 Hz) it agrees with
+dio and pyin within ~1 semitone (measured 2026-12-06, `python -m eval.codec_f0`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ ORDER = 39  # mel-cepstrum c0..c39
 ALPHA = 0.466  # all-pass constant for 24 kHz (pysptk.util.mcepalpha(24000))
 FLOOR_DB = 70.0  # envelope floor below the loudest frame's mean power
 N_BAP = 3  # pyworld.get_num_aperiodicities(24000)
-F0_MIN, F0_MAX = 50.0, 800.0  # range of the F0 bins (and of the dio search)
+F0_MIN, F0_MAX = 50.0, 800.0  # range of the F0 bins (and of the dio and YIN searches)
+YIN_FRAME = 1024  # YIN window at 24 kHz (42.7 ms): its half must exceed the longest period, 480 samples
+YIN_TROUGH = 0.1  # YIN's absolute threshold (librosa's default)
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,6 +77,7 @@ def analyse(x: np.ndarray) -> Features:
     xp[: len(x)] = x
     f0, t = pyworld.dio(xp, SAMPLE_RATE, f0_floor=F0_MIN, f0_ceil=F0_MAX, frame_period=FRAME_PERIOD_MS)
     f0 = pyworld.stonemask(xp, f0, t, SAMPLE_RATE)
+    f0 = np.where(f0 > 0, fold_octaves(yin_f0(xp, len(f0)), f0 > 0), 0.0)  # dio says where, YIN how high
     sp = pyworld.cheaptrick(xp, f0, t, SAMPLE_RATE, fft_size=FFT_SIZE)
     ap = pyworld.d4c(xp, f0, t, SAMPLE_RATE, fft_size=FFT_SIZE)
     f0, sp, ap = f0[:F], sp[:F], ap[:F]  # dio gives F + 1 frames (0 .. F * HOP)
@@ -76,6 +87,29 @@ def analyse(x: np.ndarray) -> Features:
     bap = pyworld.code_aperiodicity(ap, SAMPLE_RATE)
     bap[f0 <= 0] = 0.0  # WORLD ignores aperiodicity in unvoiced frames: do not spend codes on it
     return Features(f0=f0, mc=mc, bap=bap)
+
+
+def yin_f0(xp: np.ndarray, n: int) -> np.ndarray:
+    """YIN F0 (Hz) at frames i * 320 of a 24 kHz signal [T] -> [n] (edge-padded; YIN always answers)."""
+    import librosa  # imported here: only analysis needs it, and it is slow to import
+
+    f0 = librosa.yin(xp, fmin=F0_MIN, fmax=F0_MAX, sr=SAMPLE_RATE, frame_length=YIN_FRAME,
+                     hop_length=HOP, center=True, trough_threshold=YIN_TROUGH)
+    return f0[:n] if len(f0) >= n else np.pad(f0, (0, n - len(f0)), mode="edge")
+
+
+def fold_octaves(f0: np.ndarray, voiced: np.ndarray, width: int = 9) -> np.ndarray:
+    """Move single-frame octave jumps back: each voiced frame by the power of 2 that brings it
+    nearest the median of its `width` voiced neighbours (YIN slips an octave on ~1% of frames)."""
+    from scipy.ndimage import median_filter
+
+    out = np.array(f0, dtype=np.float64)
+    v = np.flatnonzero(voiced)
+    if len(v) >= 3:
+        log_f0 = np.log2(out[v])
+        local = median_filter(log_f0, size=min(width, len(v)), mode="nearest")
+        out[v] = 2.0 ** (log_f0 - np.round(log_f0 - local))
+    return out
 
 
 # WORLD synthesis (Morise's synthesis.cpp) re-done in numpy, float32, batched over pulses, with

@@ -30,8 +30,11 @@ original WER 39.7 %; all layouts use the F0 codebook above and the same 200k tra
     (G with weighted shape: 61.8 / 58.5, i.e. +-3 points is run-to-run noise here)
 WORLD itself is the main loss on these espeak-ng voices: pyworld analysis/synthesis without
 any quantisation already costs ~12 points at a 5 ms hop and ~14 at 13.3 ms; harvest instead
-of dio changes nothing measurable (45.5 vs 46.3 %) at 10x the cost. Training copies with
-16 kHz band limits, a noise floor and warped formants keep real 16 kHz speech (ARCTIC) intact.
+of dio changes nothing measurable (45.5 vs 46.3 %) at 10x the cost. F0 (2026-12-06): dio read the
+assistant's low voice ~11 semitones high; encode now takes F0 values from YIN inside dio's voicing
+(s2s/codecs/world.py). Decoding is unchanged and the tables were kept, so checkpoints trained on
+dio's codes still pair (they speak at the pitch they learnt); the codes cache is keyed by `analysis`.
+Training copies with 16 kHz band limits, a noise floor and warped formants keep real 16 kHz speech (ARCTIC) intact.
 
 Commands:
     python -m s2s.codecs.world_vq train --data data/corpus/manifest.jsonl --out assets/world_vq/tables.npz
@@ -230,6 +233,8 @@ class WorldVQCodec(Codec):
     stream_lookahead_frames = 3
     stream_crossfade_ms = 2.5
     stream_max_context_frames = 150  # 2 s: longer voiced runs fall back to a crossfaded window
+
+    analysis = "dio-voicing+yin-f0"  # encode's F0 analysis (s2s/codecs/world.py); decode does not depend on it
 
     def __init__(self, tables: str | os.PathLike | None = None) -> None:
         self.tables = load_tables(tables)

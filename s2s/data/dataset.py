@@ -124,7 +124,9 @@ def tokenise(manifest: str | os.PathLike, rows: list[dict], codec, workers: int 
     keys=("response_audio",) encodes the replies only (a model that hears features only).
     """
     manifest = Path(manifest)
-    path = cache_path(manifest, codec.describe())
+    # The analysis can change without the codes' meaning changing (WORLD-VQ's F0 tracker):
+    # checkpoints still pair, but codes made by another analysis must not be reused.
+    path = cache_path(manifest, {**codec.describe(), "analysis": getattr(codec, "analysis", None)})
     cache = load_cache(path)
     wanted = sorted({r[k] for r in rows for k in keys})
     todo = [p for p in wanted if p not in cache]
