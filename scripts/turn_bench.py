@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from s2s.data.corpus import HELD_OUT_PHRASINGS, load_intents  # noqa: E402
+from s2s.data.corpus import load_intents  # noqa: E402
 from s2s.data.turns import BACKCHANNELS, insert_pause, quietest_point, speak, voice_for  # noqa: E402
 from s2s.serve.converse_client import Talker, speech_end, speech_start  # noqa: E402
 
@@ -96,7 +96,7 @@ def clips(n: int, seed: int) -> dict[str, list]:
     """The held-out trials: {kind: [(audio, audio over the reply or None, intent or ""), ...]}
     (the plain questions carry their intent: their replies are scored)."""
     rng = random.Random(f"turn_bench:{seed}")
-    wordings = [(p, it.name) for it in load_intents() for p in it.phrasings[-HELD_OUT_PHRASINGS:]]
+    wordings = [(p, it.name) for it in load_intents() for p in it.held_out]
     picks = rng.sample(wordings, min(len(wordings), 2 * n))
     out = {"pause": [], "plain": [], "backchannel": [], "interruption": []}
     for i, (text, intent) in enumerate(picks[:n]):

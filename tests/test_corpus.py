@@ -29,8 +29,11 @@ def _intents_data(n=3, k=12):
 
 def test_bundled_intents_file_is_valid():
     intents = load_intents()
-    assert len(intents) >= 40
-    assert all(len(i.phrasings) >= 12 for i in intents)
+    in_scope = [i for i in intents if i.name != corpus.OUT_OF_SCOPE]
+    assert len(in_scope) >= 40
+    assert all(len(i.phrasings) >= 20 and len(i.held_out) >= 4 for i in in_scope)
+    oos = next(i for i in intents if i.name == corpus.OUT_OF_SCOPE)
+    assert len(oos.phrasings) >= 200 and len(oos.held_out) >= 40
     assert len({i.answer for i in intents}) == len(intents)
     words = [set(corpus._norm(i.answer).split()) for i in intents]
     # every answer has a word no other answer has, so a transcript can be matched to it
@@ -59,6 +62,28 @@ def test_bad_intents_raise_naming_the_entry(edit, expected):
     assert isinstance(e.value, ValueError)
 
 
+def test_no_held_out_wording_or_a_near_copy_of_it_is_trained_on():
+    """Checked here on the bundled file directly (load_intents refuses such a file too)."""
+    intents = load_intents()
+    train = {corpus._norm(p): p for i in intents for p in i.phrasings}
+    for i in intents:
+        for h in i.held_out:
+            assert corpus._norm(h) not in train, h
+            assert not any(corpus.near_copy(h, p) for p in train.values()), h
+
+
+def test_a_near_copy_of_a_held_out_wording_in_training_is_refused():
+    data = _intents_data()
+    for n, entry in enumerate(data["intents"]):
+        entry["held_out"] = [f"Something else entirely {n} held?"]
+    parse_intents(data, "x.json")
+    data["intents"][1]["phrasings"][4] = "Something else entirely 0 held, okay?"  # near intent i0's held-out wording
+    with pytest.raises(IntentsError, match="'Something else entirely 0 held\\?' of 'i0' is a near copy"):
+        parse_intents(data, "x.json")
+    assert corpus.near_copy("Which animal do farmers milk?", "which animal do farmers milk, please?")
+    assert not corpus.near_copy("Which animal do farmers milk?", "Which animal gives us milk?")
+
+
 def test_unreadable_intents_file_names_the_file(tmp_path):
     bad = tmp_path / "intents.json"
     bad.write_text("{not json")
@@ -84,7 +109,12 @@ def test_plan_leaks_nothing_between_splits():
     intents = load_intents()
     items = plan_corpus(intents, 2000, seed=0)
     by = {s: [it for it in items if it.split == s] for s in corpus.SPLITS}
-    assert [len(by[s]) for s in corpus.SPLITS] == [2000, 200, 200, 200]
+    assert [len(by[s]) for s in corpus.SPLITS] == [2000, 200, 200, 200, 200]
+    oos = next(i for i in intents if i.name == corpus.OUT_OF_SCOPE)
+    assert {it.text for it in by["eval_oos"]} == set(oos.held_out) and {it.intent for it in by["eval_oos"]} == {oos.name}
+    assert not set(oos.held_out) & {it.text for it in items if it.split != "eval_oos"}
+    assert oos.name not in {it.intent for s in ("eval_voices", "eval_phrasings", "eval_family") for it in by[s]}
+    intents = [i for i in intents if i.name != oos.name]  # the in-scope ones, below
     train_keys = {it.voice.key for it in by["train"]}
     train_texts = {it.text for it in by["train"]}
     ev = by["eval_voices"]
@@ -98,12 +128,12 @@ def test_plan_leaks_nothing_between_splits():
             assert v.semitones in voices.EVAL_SEMITONES and v.length_scale in voices.EVAL_LENGTH_SCALES
     assert {it.voice.engine for it in ev} == {"espeak", "piper"}
     assert len({it.voice.variant for it in ev if it.voice.engine == "espeak"}) == len(voices.EVAL_VARIANTS)
-    held_out = {p for i in intents for p in i.phrasings[-2:]}
+    held_out = {p for i in intents for p in i.held_out}
     spoken = {it.text for it in by["eval_phrasings"]}
-    assert spoken <= held_out and len(spoken) > 0.75 * len(held_out)  # both held-out phrasings are spoken
+    assert spoken == held_out  # every held-out wording is spoken (200 pairs, 4 wordings x 50 intents)
     assert not held_out & train_texts
     assert {it.voice.key for it in by["eval_phrasings"]} <= train_keys
-    assert {it.text for it in ev} <= train_texts | {p for i in intents for p in i.phrasings[:-2]}
+    assert {it.text for it in ev} <= train_texts | {p for i in intents for p in i.phrasings}
     assert not held_out & {it.text for it in ev}
     # the held-out family: an engine that never speaks in train, every one of its voices used
     family = by["eval_family"]
@@ -115,9 +145,11 @@ def test_plan_leaks_nothing_between_splits():
     counts = {}
     for it in by["train"]:
         counts[it.intent] = counts.get(it.intent, 0) + 1
+    n_oos = counts.pop(oos.name)
     assert len(counts) == len(intents) and max(counts.values()) - min(counts.values()) <= 1
+    assert abs(n_oos - corpus.OOS_WEIGHT * min(counts.values())) <= corpus.OOS_WEIGHT
     assert len({it.id for it in items}) == len(items)
-    answers = {i.name: i.answer for i in intents}
+    answers = {i.name: i.answer for i in intents + [oos]}
     assert all(it.answer == answers[it.intent] for it in items)
 
 
@@ -181,7 +213,7 @@ def tiny_intents(tmp_path):
         {"name": "sky", "answer": "The sky is blue.", "phrasings": [
             "Sky colour?", "What colour is the sky?", "Is the sky blue?", "Tell me the sky colour.", "Sky?",
             "Colour of the sky?", "What shade is the sky?", "How does the sky look?", "Sky hue?",
-            "Which colour is up there?", "The sky, what colour?", "Name the sky's colour."]},
+            "Which colour is up there?", "Up above us, which hue do you see?", "Name the sky's colour."]},
     ]}))
     return p
 
@@ -271,13 +303,17 @@ def test_piper_prompts_are_reproducible_after_a_resume(tmp_path, tiny_intents):
 def test_bundled_eval_set_is_valid_and_held_out():
     rows = read_manifest(EVAL_DIR / "manifest.jsonl")
     splits = [r["split"] for r in rows]
-    assert len(rows) >= 90 and splits.count("eval_voices") >= 30 and splits.count("eval_phrasings") >= 20
-    assert splits.count("eval_family") >= 25
-    held_out = {p for i in load_intents() for p in i.phrasings[-2:]}
+    assert len(rows) >= 130 and splits.count("eval_voices") >= 40 and splits.count("eval_phrasings") >= 40
+    assert splits.count("eval_family") >= 30 and splits.count("eval_oos") >= 20
+    intents = load_intents()
+    held_out = {p for i in intents for p in i.held_out if i.name != corpus.OUT_OF_SCOPE}
+    off_topic = next(i for i in intents if i.name == corpus.OUT_OF_SCOPE)
     for r in rows:
         assert r["prompt_audio"].endswith(".flac") and r["response_audio"].endswith(".flac")
         if r["split"] == "eval_phrasings":
             assert r["prompt_text"] in held_out
+        elif r["split"] == "eval_oos":
+            assert r["prompt_text"] in off_topic.held_out and r["response_text"] == off_topic.answer
         elif r["split"] == "eval_family":
             assert r["engine"] == "flite" and r["voice"].split(":")[1] in voices.FLITE_VOICES
         elif r["engine"] == "espeak":

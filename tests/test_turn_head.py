@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2s.data.corpus import HELD_OUT_PHRASINGS, load_intents
+from s2s.data.corpus import load_intents
 from s2s.data.turns import (BACKCHANNELS, NEW_BACKCHANNELS, RATE, insert_pause, plan_clips, quietest_point, speak,
                             voice_for)
 from s2s.models.turn_head import TurnHead, TurnHeadConfig, TurnHeadError, load_turn_head, save_turn_head
@@ -57,7 +57,7 @@ def test_a_saved_head_loads_the_same_and_bad_folders_are_refused_by_name(tmp_pat
 def test_held_out_wordings_and_backchannels_never_reach_training():
     train, held = plan_clips("train", 0, per_wording=3, per_short=2), plan_clips("eval", 0, per_wording=3, per_short=2)
     assert plan_clips("train", 0, per_wording=3, per_short=2) == train  # a pure function of its arguments
-    held_out = {p for it in load_intents() for p in it.phrasings[-HELD_OUT_PHRASINGS:]}
+    held_out = {p for it in load_intents() for p in it.held_out}
     train_texts = {c["text"] for c in train}
     assert not train_texts & held_out and {c["text"] for c in held if c["kind"] == "plain"} == held_out
     said = lambda plan, kind: {c["text"] for c in plan if c["kind"] == kind}  # noqa: E731
@@ -86,7 +86,7 @@ def bundled(whisper):
 def test_the_bundled_head_hears_whether_a_held_out_question_is_finished(bundled):
     head, fe = bundled
     rng = random.Random(3)
-    wordings = [it.phrasings[-1] for it in load_intents()][:12]
+    wordings = [it.held_out[1] for it in load_intents()][:12]  # the wordings the head was measured on
     done, cut = [], []
     for text in wordings:
         voice = voice_for(rng, "eval")

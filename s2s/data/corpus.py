@@ -2,7 +2,7 @@
 
     python -m s2s.data.corpus --out data/corpus --pairs 2000 --seed 0          # build (resumable)
     python -m s2s.data.corpus --out data/corpus --pairs 2000 --seed 0 \\
-        --bundle-eval assets/eval --eval-pairs 70                          # + the bundled eval set
+        --bundle-eval assets/eval --eval-pairs 130                         # + the bundled eval set
     python -m s2s.data.corpus --check-voices                                   # do the voices differ?
 
 Questions and answers come from assets/intents.json (see load_intents for the rules). The
@@ -14,10 +14,13 @@ gets light augmentation (noise at 20-30 dB SNR, small reverb, gain). The bundled
 copied out of a built corpus by s2s/data/eval_bundle.py.
 
 Splits (decided by plan_corpus, a pure function of the intents, sizes and seed):
-- train: TRAIN_* voice settings, all phrasings but the last two of each intent;
+- train: TRAIN_* voice settings, every intent's training phrasings (the out_of_scope intent's
+  off-topic questions OOS_WEIGHT times as often as any other intent);
 - eval_voices: EVAL_* settings (variants, pitches, rates, pitch shifts never used in train,
   inside the train range), train phrasings;
-- eval_phrasings: the last two phrasings of each intent (never in train), spoken by train voices;
+- eval_phrasings: each in-scope intent's held-out phrasings (never in train), spoken by train voices;
+- eval_oos: the out_of_scope intent's held-out questions (topics never asked in train: "Sorry,
+  I can't help with that yet." is the right reply), spoken by train voices;
 - eval_family: a synthesis engine that never speaks in train (flite: its CMU voices slt, rms,
   awb, kal16, kal, at several speeds and pitch shifts), train phrasings.
 
@@ -63,10 +66,13 @@ from s2s.io.audio import normalise_loudness, resample, save_audio
 from s2s.io.manifest import write_manifest
 
 SAMPLE_RATE = 24000
-MIN_PHRASINGS = 12
-HELD_OUT_PHRASINGS = 2  # the last two phrasings of every intent: eval_phrasings only
+MIN_PHRASINGS = 10  # training phrasings per intent
+HELD_OUT_PHRASINGS = 2  # an entry without "held_out": its last two phrasings are held out
+OUT_OF_SCOPE = "out_of_scope"  # the intent for what the assistant cannot answer
+OOS_WEIGHT = 3  # the off-topic questions are many and varied: train on them this many times as often
+NEAR_COPY = 0.8  # word-set Jaccard at or above which a held-out wording is a near copy of a training one
 DEFAULT_INTENTS = Path(__file__).resolve().parents[2] / "assets" / "intents.json"
-SPLITS = ("train", "eval_voices", "eval_phrasings", "eval_family")
+SPLITS = ("train", "eval_voices", "eval_phrasings", "eval_family", "eval_oos")
 PIPER_GROUP = 100  # Piper prompts per seeded ONNX session (see build_corpus)
 ANSWER_SEED = 1234  # the assistant's answers do not depend on the corpus seed
 VERSION = 3  # bump when synthesis changes: a folder built by another version is refused
@@ -80,7 +86,8 @@ class IntentsError(ValueError):
 class Intent:
     name: str
     answer: str
-    phrasings: tuple[str, ...]  # the last HELD_OUT_PHRASINGS are held out for eval_phrasings
+    phrasings: tuple[str, ...]  # spoken in train (and in eval_voices / eval_family)
+    held_out: tuple[str, ...] = ()  # never in train: eval_phrasings (eval_oos for out_of_scope)
 
 
 @dataclass(frozen=True)
@@ -100,11 +107,34 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9']+", " ", text.lower()).split())
 
 
-def parse_intents(data, source: str = "intents") -> list[Intent]:
-    """Validate parsed JSON {"intents": [{name, answer, phrasings}, ...]} -> [Intent].
+def _words(text: str) -> frozenset[str]:
+    return frozenset(_norm(text).split())
 
-    Raises IntentsError naming the entry: missing or empty field, fewer than MIN_PHRASINGS
-    phrasings, a phrasing repeated (within or across intents), a repeated name or answer.
+
+def near_copy(a: str, b: str) -> bool:
+    """Two wordings share NEAR_COPY or more of their words (Jaccard over word sets, normalised)."""
+    wa, wb = _words(a), _words(b)
+    return len(wa & wb) >= NEAR_COPY * max(1, len(wa | wb))
+
+
+def _texts(entry: dict, key: str, where: str) -> list[str]:
+    texts = entry[key]
+    if not isinstance(texts, list):
+        raise IntentsError(f"{where}: '{key}' must be a list of texts, got {type(texts).__name__}")
+    for j, p in enumerate(texts):
+        if not isinstance(p, str) or not _norm(p):
+            raise IntentsError(f"{where}: {key[:-1] if key == 'phrasings' else key} #{j} must be non-empty text, got {p!r}")
+    return [p.strip() for p in texts]
+
+
+def parse_intents(data, source: str = "intents") -> list[Intent]:
+    """Validate parsed JSON {"intents": [{name, answer, phrasings[, held_out]}, ...]} -> [Intent].
+
+    "held_out" lists the wordings never spoken in train; an entry without it holds out the last
+    HELD_OUT_PHRASINGS of its phrasings. Raises IntentsError naming the entry: missing or empty
+    field, fewer than MIN_PHRASINGS training phrasings, a wording repeated (within or across
+    intents), a held-out wording that is a near copy of a training one (near_copy), a repeated
+    name or answer.
     """
     if not isinstance(data, dict) or not isinstance(data.get("intents"), list) or not data["intents"]:
         raise IntentsError(f"{source}: needs a top-level object with a non-empty 'intents' list")
@@ -121,26 +151,40 @@ def parse_intents(data, source: str = "intents") -> list[Intent]:
         for key in ("name", "answer"):
             if not isinstance(entry[key], str) or not _norm(entry[key]):
                 raise IntentsError(f"{where}: field '{key}' must be non-empty text, got {entry[key]!r}")
-        name, answer, phrasings = entry["name"].strip(), entry["answer"].strip(), entry["phrasings"]
+        name, answer = entry["name"].strip(), entry["answer"].strip()
         if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
             raise IntentsError(f"{where}: name must use letters, digits, '_' or '-' (it names a file)")
         if name in seen_name:
             raise IntentsError(f"{where}: duplicate intent name {name!r}")
         if _norm(answer) in seen_answer:
             raise IntentsError(f"{where}: answer {answer!r} repeats intent {seen_answer[_norm(answer)]!r}")
-        if not isinstance(phrasings, list) or len(phrasings) < MIN_PHRASINGS:
-            n = len(phrasings) if isinstance(phrasings, list) else type(phrasings).__name__
-            raise IntentsError(f"{where}: needs a list of at least {MIN_PHRASINGS} phrasings, got {n}")
-        for j, p in enumerate(phrasings):
-            if not isinstance(p, str) or not _norm(p):
-                raise IntentsError(f"{where}: phrasing #{j} must be non-empty text, got {p!r}")
+        phrasings = _texts(entry, "phrasings", where)
+        if "held_out" in entry:
+            held_out = _texts(entry, "held_out", where)
+            if len(phrasings) < MIN_PHRASINGS or not held_out:
+                raise IntentsError(f"{where}: needs at least {MIN_PHRASINGS} phrasings and 1 held_out, "
+                                   f"got {len(phrasings)} and {len(held_out)}")
+        else:
+            if len(phrasings) < MIN_PHRASINGS + HELD_OUT_PHRASINGS:
+                raise IntentsError(f"{where}: needs a list of at least {MIN_PHRASINGS + HELD_OUT_PHRASINGS} "
+                                   f"phrasings, got {len(phrasings)}")
+            phrasings, held_out = phrasings[:-HELD_OUT_PHRASINGS], phrasings[-HELD_OUT_PHRASINGS:]
+        for p in phrasings + held_out:
             if _norm(p) in seen_phrasing:
                 raise IntentsError(
                     f"{where}: phrasing {p!r} duplicates one in intent {seen_phrasing[_norm(p)]!r}")
             seen_phrasing[_norm(p)] = name
         seen_name.add(name)
         seen_answer[_norm(answer)] = name
-        intents.append(Intent(name, answer, tuple(p.strip() for p in phrasings)))
+        intents.append(Intent(name, answer, tuple(phrasings), tuple(held_out)))
+    train = [(_words(p), p, it.name) for it in intents for p in it.phrasings]
+    for it in intents:
+        for h in it.held_out:
+            wh = _words(h)
+            copy = next(((p, n) for w, p, n in train if len(w & wh) >= NEAR_COPY * max(1, len(w | wh))), None)
+            if copy:
+                raise IntentsError(f"{source}: held-out wording {h!r} of {it.name!r} is a near copy of the "
+                                   f"training phrasing {copy[0]!r} of {copy[1]!r}: reword one of them")
     return intents
 
 
@@ -171,11 +215,14 @@ def _sample_augment(rng: random.Random, share: float) -> dict:
 
 def plan_corpus(intents: list[Intent], pairs: int, seed: int, *, eval_voices_pairs: int | None = None,
                 eval_phrasings_pairs: int | None = None, eval_family_pairs: int | None = None,
-                piper_share: float = 0.3, augment_share: float = 0.3) -> list[Item]:
+                eval_oos_pairs: int | None = None, piper_share: float = 0.3,
+                augment_share: float = 0.3) -> list[Item]:
     """Decide every item (text, voice, split, augmentation) without synthesising anything.
 
     Pure: the same arguments give the same list. Intents are cycled in a reshuffled order so
-    each split is balanced over intents. Default eval sizes: pairs // 10 each (at least 1).
+    each split is balanced over intents (out_of_scope OOS_WEIGHT times in train, alone in
+    eval_oos, absent from the other eval splits). Default eval sizes: pairs // 10 each (at
+    least 1; eval_oos none without an out_of_scope intent).
     """
     if pairs < 1:
         raise ValueError(f"pairs must be >= 1, got {pairs}")
@@ -184,21 +231,30 @@ def plan_corpus(intents: list[Intent], pairs: int, seed: int, *, eval_voices_pai
     n_ev = max(1, pairs // 10) if eval_voices_pairs is None else eval_voices_pairs
     n_ep = max(1, pairs // 10) if eval_phrasings_pairs is None else eval_phrasings_pairs
     n_ef = max(1, pairs // 10) if eval_family_pairs is None else eval_family_pairs
+    oos = [i for i in intents if i.name == OUT_OF_SCOPE]
+    in_scope = [i for i in intents if i.name != OUT_OF_SCOPE]
+    n_eo = (max(1, pairs // 10) if oos else 0) if eval_oos_pairs is None else eval_oos_pairs
+    if n_eo and not oos:
+        raise ValueError(f"eval_oos_pairs={n_eo} needs an intent named {OUT_OF_SCOPE!r}")
+    cycle = {"train": in_scope + oos * OOS_WEIGHT, "eval_oos": oos}
     rng = random.Random(f"s2s-corpus:{seed}")
     items: list[Item] = []
     train_voices: dict[Voice, None] = {}  # ordered set
-    for split, n in (("train", pairs), ("eval_voices", n_ev), ("eval_phrasings", n_ep), ("eval_family", n_ef)):
+    visits: dict[tuple[str, str], int] = {}
+    for split, n in (("train", pairs), ("eval_voices", n_ev), ("eval_phrasings", n_ep), ("eval_family", n_ef),
+                     ("eval_oos", n_eo)):
         order: list[Intent] = []
         for k in range(n):
             if not order:
-                order = list(intents)
+                order = list(cycle.get(split, in_scope))
                 rng.shuffle(order)
             intent = order.pop()
-            if split == "eval_phrasings":
-                text = rng.choice(intent.phrasings[-HELD_OUT_PHRASINGS:])
+            if split in ("eval_phrasings", "eval_oos"):  # every held-out wording in turn, not by chance
+                visits[split, intent.name] = visits.get((split, intent.name), -1) + 1
+                text = intent.held_out[visits[split, intent.name] % len(intent.held_out)]
                 voice = rng.choice(list(train_voices))
             else:
-                text = rng.choice(intent.phrasings[:-HELD_OUT_PHRASINGS])
+                text = rng.choice(intent.phrasings)
                 voice = sample_voice(rng, split, piper_share)
             if split == "train":
                 train_voices[voice] = None
@@ -380,12 +436,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-voices-pairs", type=int, default=None, help="default pairs // 10")
     p.add_argument("--eval-phrasings-pairs", type=int, default=None, help="default pairs // 10")
     p.add_argument("--eval-family-pairs", type=int, default=None, help="default pairs // 10")
+    p.add_argument("--eval-oos-pairs", type=int, default=None, help="default pairs // 10 (with an out_of_scope intent)")
     p.add_argument("--piper-share", type=float, default=0.3, help="share of prompts spoken by Piper")
     p.add_argument("--augment-share", type=float, default=0.3, help="share of prompts augmented")
     p.add_argument("--assistant", choices=["piper", "espeak"], default="piper",
                    help="answer voice; espeak (en-us) only for quick tests")
     p.add_argument("--bundle-eval", metavar="DIR", help="then copy a held-out eval set to DIR (FLAC)")
-    p.add_argument("--eval-pairs", type=int, default=100, help="pairs in the bundled eval set")
+    p.add_argument("--eval-pairs", type=int, default=130, help="pairs in the bundled eval set (40 eval_voices, "
+                   "30 eval_family, 20 eval_oos, 40 eval_phrasings)")
     p.add_argument("--check-voices", action="store_true", help="check the voices differ, then exit")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -396,8 +454,8 @@ def main(argv: list[str] | None = None) -> None:
     if not a.out:
         p.error("--out is required (or --check-voices)")
     try:
-        opts = {k: getattr(a, k) for k in ("piper_share", "augment_share", "eval_voices_pairs",
-                                           "eval_phrasings_pairs", "eval_family_pairs") if getattr(a, k) is not None}
+        opts = {k: getattr(a, k) for k in ("piper_share", "augment_share", "eval_voices_pairs", "eval_phrasings_pairs",
+                                           "eval_family_pairs", "eval_oos_pairs") if getattr(a, k) is not None}
         assistant = ASSISTANT if a.assistant == "piper" else Voice("espeak", "en-us")
         stats = build_corpus(a.out, a.pairs, a.seed, intents_path=a.intents, assistant=assistant,
                              progress=not a.no_progress, **opts)

@@ -41,6 +41,7 @@ class Pair:
     intent: str = ""
     split: str = ""
     features: torch.Tensor | None = None  # [S', D] front-end features
+    teacher: torch.Tensor | None = None  # [384] the text teacher's embedding of what was said (training only)
 
 
 @dataclass
@@ -51,11 +52,12 @@ class Batch:
     target: torch.Tensor  # [B, K, T+K] delayed steps, PAD where there is nothing to predict
     features: torch.Tensor | None = None  # [B, S', D], padded with 0
     features_mask: torch.Tensor | None = None  # [B, S'] True = real frame
+    teacher: torch.Tensor | None = None  # [B, 384] (every pair has one, or None)
 
     def to(self, device) -> "Batch":
         return Batch(*(None if t is None else t.to(device, non_blocking=True)
                        for t in (self.prompt, self.prompt_mask, self.reply_in, self.target, self.features,
-                                 self.features_mask)))
+                                 self.features_mask, self.teacher)))
 
     def model_inputs(self) -> dict:
         """Keyword arguments of S2SModel.forward / encode_prompt for the prompt side."""
@@ -81,11 +83,19 @@ def cache_path(manifest: Path, desc: dict, folder: str = ".codes") -> Path:
     return manifest.parent / folder / f"{desc['name']}-{digest}.safetensors"
 
 
-def load_cache(path: Path) -> dict[str, torch.Tensor]:
+def read_cache(path: Path) -> dict[str, torch.Tensor]:
+    """A cache file's tensors ({} if there is none); a damaged one raises ValueError naming it."""
     if not path.is_file():
         return {}
-    flat = load_file(str(path))
-    return {key: value.long() for key, value in flat.items()}
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for truncated or garbled files
+        raise ValueError(f"the cache {path} cannot be read ({type(e).__name__}: {e}); delete it and run "
+                         f"again to rebuild it") from None
+
+
+def load_cache(path: Path) -> dict[str, torch.Tensor]:
+    return {key: value.long() for key, value in read_cache(path).items()}
 
 
 def save_cache(path: Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype = torch.int16) -> None:
@@ -152,7 +162,7 @@ def featurise(manifest: str | os.PathLike, rows: list[dict], frontend) -> dict[s
     in fp16, in one process."""
     manifest = Path(manifest)
     path = cache_path(manifest, frontend.describe(), folder=".features")
-    cache = load_file(str(path)) if path.is_file() else {}
+    cache = read_cache(path)
     wanted = sorted({r["prompt_audio"] for r in rows})
     todo = [p for p in wanted if p not in cache]
     if todo:
@@ -168,12 +178,13 @@ def featurise(manifest: str | os.PathLike, rows: list[dict], frontend) -> dict[s
 
 
 def make_pairs(rows: list[dict], codes: dict[str, torch.Tensor], features: dict[str, torch.Tensor] | None = None,
-               use_codes: bool = True) -> list[Pair]:
+               use_codes: bool = True, teacher: dict[str, torch.Tensor] | None = None) -> list[Pair]:
     """Pairs of (prompt codes and/or features, reply codes); use_codes=False leaves the prompt
-    codes out (a features-only model)."""
+    codes out (a features-only model); teacher: {prompt_text: embedding} (s2s/training/teacher.py)."""
     return [Pair(r["id"], codes[r["prompt_audio"]] if use_codes else None, codes[r["response_audio"]],
                  r.get("intent", ""), r.get("split", ""),
-                 None if features is None else features[r["prompt_audio"]])
+                 None if features is None else features[r["prompt_audio"]],
+                 None if teacher is None else teacher[r["prompt_text"]])
             for r in rows]
 
 
@@ -264,7 +275,8 @@ def collate(pairs: list[Pair], cardinality: int, max_steps: int | None = None) -
     reply_in = torch.cat([bos, target[:, :, :-1]], dim=2)
     if max_steps is not None:
         reply_in, target = reply_in[..., :max_steps], target[..., :max_steps]
-    return Batch(prompt, mask, reply_in, target, features, features_mask)
+    teacher = torch.stack([p.teacher for p in pairs]) if all(p.teacher is not None for p in pairs) else None
+    return Batch(prompt, mask, reply_in, target, features, features_mask, teacher)
 
 
 def prompt_length(pair: Pair) -> int:

@@ -1,7 +1,7 @@
 """The bundled eval set: a small held-out set copied from a built corpus (FLAC, its own manifest).
 
-    python -m s2s.data.corpus --out data/corpus --pairs 2000 --seed 0 --bundle-eval assets/eval --eval-pairs 70
-    rows = bundle_eval("data/corpus", "assets/eval", eval_pairs=100)
+    python -m s2s.data.corpus --out data/corpus --pairs 3000 --seed 0 --bundle-eval assets/eval --eval-pairs 130
+    rows = bundle_eval("data/corpus", "assets/eval", eval_pairs=130)
 
 eval.run scores checkpoints on it by default; the app takes its example prompts from it
 (`example_prompts`).
@@ -35,13 +35,15 @@ def _round_robin(rows: list[dict], n: int, group) -> list[dict]:
     return picked
 
 
-def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: int = 100,
-                voices_share: float = 0.4, family_share: float = 0.3) -> list[dict]:
+def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: int = 130,
+                voices_share: float = 4 / 13, family_share: float = 3 / 13, oos_share: float = 2 / 13) -> list[dict]:
     """Copy a small held-out set from a built corpus into dest/ as FLAC, with its own manifest.
 
     Takes round(eval_pairs * voices_share) eval_voices pairs round-robin over the held-out
     voices, round(eval_pairs * family_share) eval_family pairs round-robin over the held-out
-    family's voices, the rest from eval_phrasings round-robin over intents; copies the pysptk
+    family's voices, round(eval_pairs * oos_share) eval_oos pairs (if the corpus has that
+    split; in their order), the rest from eval_phrasings round-robin over intents (130: 40 /
+    30 / 20 / 40); copies the pysptk
     CMU ARCTIC recording (16 kHz, real human speech) with its licence for codec checks.
     """
     corpus, dest = Path(corpus), Path(dest)
@@ -56,6 +58,7 @@ def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: 
 
     picked = _round_robin(split("eval_voices"), round(eval_pairs * voices_share), voice_family)
     picked += _round_robin(split("eval_family"), round(eval_pairs * family_share), voice_family)
+    picked += split("eval_oos")[: round(eval_pairs * oos_share)]
     picked += _round_robin(split("eval_phrasings"), eval_pairs - len(picked), lambda r: r["intent"])
     if len(picked) < eval_pairs:
         raise ValueError(f"{corpus} has only {len(picked)} eval pairs, asked for {eval_pairs}: "

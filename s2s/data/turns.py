@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s2s.data.corpus import HELD_OUT_PHRASINGS, load_intents, trim_silence
+from s2s.data.corpus import load_intents, trim_silence
 from s2s.data.voices import Voice, sample_voice, synth_espeak, synth_flite
 from s2s.io.audio import normalise_loudness, resample
 
@@ -104,8 +104,7 @@ def plan_clips(split: str, seed: int, per_wording: int = 2, per_short: int = 40)
     pure function of its arguments; "cut" clips carry one text and the pause to insert)."""
     rng = random.Random(f"turns:{split}:{seed}")
     intents = load_intents()
-    wordings = [p for it in intents for p in (it.phrasings[:-HELD_OUT_PHRASINGS] if split == "train"
-                                                else it.phrasings[-HELD_OUT_PHRASINGS:])]
+    wordings = [p for it in intents for p in (it.phrasings if split == "train" else it.held_out)]
     clips = []
     for text in wordings:
         kinds = ["plain"] + rng.sample(["words", "cut", "preamble"], k=per_wording - 1)

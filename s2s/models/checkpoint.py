@@ -43,6 +43,7 @@ def save_checkpoint(
     dtype: torch.dtype | None = None,
     extra_tensors: dict[str, torch.Tensor] | None = None,
     frontend: dict | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write config.json + model.safetensors into a temporary sibling, then rename into place.
 
@@ -50,6 +51,7 @@ def save_checkpoint(
     a small checkpoint (loading casts back to float32). extra_tensors: e.g. optimiser state,
     stored in a second safetensors file `extra.safetensors`. frontend: the description of the
     model's prompt front-end (s2s.models.frontend.model_frontend); may be left out for "codes" only.
+    extra_files: more files of the checkpoint ({name: content}, e.g. meaning_topics.safetensors).
     """
     path = Path(path)
     if not isinstance(codec, dict) or "name" not in codec:
@@ -78,6 +80,8 @@ def save_checkpoint(
         if extra_tensors:
             extra = {k: v.detach().cpu().contiguous() for k, v in extra_tensors.items()}
             save_file(extra, str(tmp / "extra.safetensors"))
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         replace_dir(tmp, path)
     except BaseException:

@@ -45,6 +45,7 @@ class ModelConfig:
     max_feature_frames: int = 3000  # 60 s at 50 frames/s
     dropout: float = 0.0
     preset: str = "custom"
+    meaning_dim: int = 0  # > 0: a head pools the prompt memory to this width (the text teacher's, 384)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -227,6 +228,9 @@ class S2SModel(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(d)
         self.heads = nn.Parameter(torch.empty(k, v, d))  # K output heads, [K, V, D]
+        if cfg.meaning_dim:  # trained towards the text teacher (s2s/training/teacher.py); unused by generation
+            self.meaning_score = nn.Linear(d, 1)
+            self.meaning_proj = nn.Linear(d, cfg.meaning_dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.reset_parameters()
 
@@ -304,6 +308,17 @@ class S2SModel(nn.Module):
             mean = (x * weights).sum(dim=1, keepdim=True) / weights.sum(dim=1, keepdim=True).clamp(min=1)
         return self.prompt_norm(x - mean), mask
 
+    def meaning(self, memory: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The prompt memory [B, S, D] (mask [B, S], True = real frame) attention-pooled and projected
+        -> [B, meaning_dim]: what was asked, in the text teacher's space (cfg.meaning_dim > 0)."""
+        if not self.cfg.meaning_dim:
+            raise ValueError("this model has no meaning head (trained without --teacher)")
+        score = self.meaning_score(memory).squeeze(-1)  # [B, S]
+        if mask is not None:
+            score = score.masked_fill(~mask, float("-inf"))
+        pooled = (score.softmax(dim=-1)[..., None] * memory).sum(dim=1)
+        return self.meaning_proj(pooled)
+
     def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder layer, the cross-attention keys/values of the prompt (computed once)."""
         return [block.cross_attn.project_kv(memory) for block in self.blocks]
@@ -324,16 +339,18 @@ class S2SModel(nn.Module):
             x = block(x, cross_kvs[i], cross_mask, cache=cache, pos=pos, self_mask=self_mask)
         return self.logits(x)
 
-    def forward(self, prompt, reply_in, prompt_mask=None, features=None, features_mask=None) -> torch.Tensor:
+    def forward(self, prompt, reply_in, prompt_mask=None, features=None, features_mask=None,
+                with_meaning: bool = False):
         """Teacher forcing: prompt codes [B, K, S] and/or features [B, S', D_in], reply_in
-        [B, K, T] -> logits [B, K, T, V]."""
+        [B, K, T] -> logits [B, K, T, V] (with_meaning: (logits, meaning [B, meaning_dim]))."""
         t = reply_in.shape[-1]
         if t > self.cfg.max_steps:
             raise ValueError(f"reply has {t} steps; this model takes at most {self.cfg.max_steps}")
         memory, mask = self.encode_prompt(prompt, prompt_mask, features, features_mask)
         cross_mask = None if mask is None else mask[:, None, None, :]
         pos = torch.arange(t, device=reply_in.device)
-        return self.decode(reply_in, pos, self.cross_kv(memory), cross_mask)
+        logits = self.decode(reply_in, pos, self.cross_kv(memory), cross_mask)
+        return (logits, self.meaning(memory, mask)) if with_meaning else logits
 
 
 def count_parameters(cfg: ModelConfig) -> int:

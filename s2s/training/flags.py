@@ -61,6 +61,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workers", type=int, default=2, help="processes for tokenising")
+    p.add_argument("--teacher", choices=["none", "minilm"], default="none",
+                   help="align the pooled prompt memory with all-MiniLM-L6-v2 embeddings of the prompt's text "
+                        "(training only; s2s/training/teacher.py)")
+    p.add_argument("--teacher-weight", type=float, default=1.0, help="weight of the teacher loss")
+    p.add_argument("--teacher-tau", type=float, default=0.05, help="temperature of its in-batch contrastive term")
     args = p.parse_args(argv)
     for flag, (lo, hi, lo_open, meaning) in NUMERIC_FLAGS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -85,7 +90,7 @@ NUMERIC_FLAGS = {
     "--log-every": (1, None, False, ""), "--eval-every": (0, None, False, " (0 = never)"),
     "--check-every": (0, None, False, " (0 = off)"), "--check-n": (1, None, False, ""),
     "--save-every": (0, None, False, " (0 = only at the end)"), "--threads": (1, None, False, ""),
-    "--workers": (1, None, False, ""),
+    "--workers": (1, None, False, ""), "--teacher-weight": (0, None, False, ""), "--teacher-tau": (0, None, True, ""),
 }
 
 

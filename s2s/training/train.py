@@ -50,10 +50,13 @@ from s2s.models import patterns
 from s2s.models.checkpoint import check_codec, load_checkpoint, load_extra, read_config, save_checkpoint
 from s2s.models.frontend import FrontendError, check_frontend, model_frontend
 from s2s.models.generate import autocast
+from s2s.models.meaning import TOPICS_FILE, topics_bytes
 from s2s.models.model import S2SModel, preset_config
 from s2s.serve.pipeline import Pipeline
 from s2s.training.flags import codec_options, parse_args
 from s2s.training.ranking import answer_ranking_accuracy
+from s2s.training.teacher import DIM as TEACHER_DIM
+from s2s.training.teacher import teacher_dir, teacher_embeddings, teacher_loss
 
 LOG_FILE = "train_log.jsonl"
 PROMPT_SIDE = ("feature_proj.", "encoder.", "prompt_norm.")  # what --train-only prompt trains
@@ -73,19 +76,26 @@ def lr_at(step: int, args) -> float:
     return floor + (args.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def loss_fn(model, batch, cardinality: int, onset_weight: float = 1.0, onset_steps: int = 0) -> torch.Tensor:
+def loss_fn(model, batch, cardinality: int, onset_weight: float = 1.0, onset_steps: int = 0,
+            teacher_weight: float = 0.0, teacher_tau: float = 0.05) -> torch.Tensor:
     """Mean cross-entropy over the reply's tokens; the first `onset_steps` steps weigh
-    `onset_weight` times as much (the answer is decided there; later steps follow the reply)."""
-    logits = model(reply_in=batch.reply_in, **batch.model_inputs())  # [B, K, T, V]
+    `onset_weight` times as much (the answer is decided there; later steps follow the reply).
+    teacher_weight > 0 (and batch.teacher): plus that times the text teacher's loss on the
+    pooled prompt memory (s2s/training/teacher.py)."""
+    use_teacher = teacher_weight > 0 and batch.teacher is not None
+    out = model(reply_in=batch.reply_in, **batch.model_inputs(), with_meaning=use_teacher)
+    logits = out[0] if use_teacher else out  # [B, K, T, V]
     pad = patterns.special_ids(cardinality)["pad"]
     if onset_weight == 1.0 or onset_steps <= 0:
-        return F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad)
-    nll = F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad, reduction="none")
-    t = batch.target.shape[-1]
-    step_weight = torch.ones(t, device=nll.device)
-    step_weight[:onset_steps] = onset_weight
-    weight = step_weight.expand_as(batch.target).flatten() * (batch.target.flatten() != pad)
-    return (nll * weight).sum() / weight.sum()
+        loss = F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad)
+    else:
+        nll = F.cross_entropy(logits.flatten(0, 2).float(), batch.target.flatten(), ignore_index=pad, reduction="none")
+        t = batch.target.shape[-1]
+        step_weight = torch.ones(t, device=nll.device)
+        step_weight[:onset_steps] = onset_weight
+        weight = step_weight.expand_as(batch.target).flatten() * (batch.target.flatten() != pad)
+        loss = (nll * weight).sum() / weight.sum()
+    return loss + teacher_weight * teacher_loss(out[1], batch.teacher, teacher_tau) if use_teacher else loss
 
 
 def make_optimizer(model, args) -> torch.optim.AdamW:
@@ -134,6 +144,12 @@ class Trainer:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.codec = codec or load_codec(args.codec, **codec_options(args.codec_option))
         self.rows, self.val_rows = self.load_rows()
+        self.teacher_folder = teacher_dir() if getattr(args, "teacher", "none") != "none" else None
+        if self.teacher_folder:
+            silent = [r["id"] for r in self.rows + self.val_rows if not str(r.get("prompt_text") or "").strip()]
+            if silent:
+                raise ValueError(f"--teacher {args.teacher} needs every prompt's text; {len(silent)} row(s) have none "
+                                 f"in {str(args.data)!r}, e.g. {silent[:3]}")
         self.frontend_name = self.checkpoint_frontend() or args.frontend
         self.frontend, self.frontend_desc = model_frontend(self.frontend_name)
         self.model, self.config, self.start_step, extra = self.build_model()
@@ -147,6 +163,7 @@ class Trainer:
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
         self.asr = None
+        self.topics = None  # meaning_topics.safetensors content (with the teacher), set by run()
         self.on_step = None  # called with (step, total steps, loss) after every step (a fine-tune's progress)
 
     @property
@@ -183,13 +200,17 @@ class Trainer:
             check_codec(read_config(start), codec.describe(), where=f"checkpoint {str(start)!r}")
             check_frontend(read_config(start), self.frontend_desc, where=f"checkpoint {str(start)!r}")
             model, config = load_checkpoint(start, device=self.device, codec=codec.describe())
+            if self.teacher_folder and model.cfg.meaning_dim != TEACHER_DIM:
+                raise ValueError(f"--teacher {args.teacher}: checkpoint {str(start)!r} has no meaning head "
+                                 f"(meaning_dim {model.cfg.meaning_dim}); train it from scratch with --teacher")
             model.train()
             extra = load_extra(start) if args.resume else {}
             if args.resume and self.main and not self.live_log.is_file():
                 copy_if_present(self.out / LOG_FILE, self.live_log)
             return model, config, 0, extra
         cfg = preset_config(args.preset, n_codebooks=codec.n_codebooks, cardinality=codec.cardinality,
-                            dropout=args.dropout, frontend=self.frontend_name, feature_dim=self.frontend.dim)
+                            dropout=args.dropout, frontend=self.frontend_name, feature_dim=self.frontend.dim,
+                            meaning_dim=TEACHER_DIM if self.teacher_folder else 0)
         torch.manual_seed(args.seed)
         return S2SModel(cfg).to(self.device).train(), {}, 0, {}
 
@@ -217,7 +238,8 @@ class Trainer:
         if not self.main:
             return
         save_checkpoint(self.out, self.model, self.codec.describe(), training=self.summary(step, extra),
-                        extra_tensors=optimizer_tensors(self.opt, step), frontend=self.frontend_desc)
+                        extra_tensors=optimizer_tensors(self.opt, step), frontend=self.frontend_desc,
+                        extra_files={TOPICS_FILE: self.topics} if self.topics else None)
         copy_if_present(self.live_log, self.out / LOG_FILE)
 
     @torch.no_grad()
@@ -321,8 +343,12 @@ class Trainer:
         if not self.main:
             codes = tokenise(args.data, rows, self.codec, workers=1, keys=keys)
             feats = featurise(args.data, rows, self.frontend) if cfg.uses_features else None
-        pairs = make_pairs(self.rows, codes, feats, use_codes=cfg.uses_codes)
-        val_pairs = make_pairs(self.val_rows, codes, feats, use_codes=cfg.uses_codes)
+        teacher = None
+        if self.teacher_folder:
+            teacher = teacher_embeddings([r["prompt_text"] for r in rows], self.teacher_folder)
+            self.topics = topics_bytes(teacher, self.rows)
+        pairs = make_pairs(self.rows, codes, feats, use_codes=cfg.uses_codes, teacher=teacher)
+        val_pairs = make_pairs(self.val_rows, codes, feats, use_codes=cfg.uses_codes, teacher=teacher)
         answers = {p.intent: p.reply for p in pairs if p.intent}
         card = self.model.cfg.cardinality
         step, last = self.start_step, {}
@@ -335,7 +361,8 @@ class Trainer:
                     group["lr"] = lr_at(step, args)
                 batch = self.training_batch([phase_pairs[i] for i in idx], step, max_steps).to(self.device)
                 with autocast(self.device):
-                    loss = loss_fn(self.ddp, batch, card, args.onset_weight, args.onset_steps)
+                    loss = loss_fn(self.ddp, batch, card, args.onset_weight, args.onset_steps,
+                                   args.teacher_weight if teacher else 0.0, args.teacher_tau)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.clip)
@@ -373,6 +400,7 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16)
     out = save_checkpoint(dst, model, config["codec"], training=config.get("training"), dtype=dtype,
                           frontend=config.get("frontend"))
     copy_if_present(Path(src) / LOG_FILE, out / LOG_FILE)
+    copy_if_present(Path(src) / TOPICS_FILE, out / TOPICS_FILE)
     return out
 
 
