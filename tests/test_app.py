@@ -28,6 +28,7 @@ from s2s.codecs.encodec_24khz import EncodecCodec
 from s2s.models.checkpoint import save_checkpoint
 from s2s.models.model import ModelConfig, S2SModel
 from s2s.serve.ports import free_port
+from tabs import talk as talk_tab
 from tabs.codec import CODEC_VARIANTS
 from tabs.common import optional_tabs
 
@@ -92,8 +93,17 @@ def test_talk_streams_audio_then_grids_and_timings(wb, speech):
     chunks, final = outs[:-1], outs[-1]
     assert len(chunks) >= 2 and all(isinstance(c[0], bytes) and c[0][:4] == b"RIFF" for c in chunks)
     assert all(isinstance(x, type(gr.skip())) for c in chunks for x in c[1:])  # only audio while streaming
-    _, prompt_fig, reply_fig, timings, transcript, attention_fig = final
+    _, prompt_fig, reply_fig, timings, transcript, attention_fig, heard, view, layer, head = final
     assert isinstance(prompt_fig, Figure) and isinstance(reply_fig, Figure) and isinstance(attention_fig, Figure)
+    # the layer / head pickers redraw from the kept maps [L, H, T, S] without generating again
+    cfg = wb.pipeline(wb.default).model.cfg
+    assert view["maps"].shape[:2] == (cfg.n_layer, cfg.n_head)
+    assert layer["choices"][-1] == str(cfg.n_layer) and head["choices"][-1] == str(cfg.n_head)
+    one = talk_tab.listened_figure(view, "2", "1")
+    titles = lambda fig: " ".join(ax.get_title(loc="left") for ax in fig.axes)  # noqa: E731
+    assert isinstance(one, Figure) and "layer 2, head 1" in titles(one)
+    assert f"{cfg.n_layer} layers averaged, {cfg.n_head} heads averaged" in titles(attention_fig)
+    assert "What it heard" in heard
     rows = dict(timings)
     for stage in ("encode (codec)", "prefill", "time to first audio", "total",
                   "real-time factor"):

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from s2s.models.attention import cross_attention_map
+from s2s.models.attention import cross_attention_map, pick_map
 from s2s.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from s2s.models.frontend import FrontendError, check_frontend, load_frontend, model_frontend
 from s2s.models.generate import generate
@@ -67,6 +67,21 @@ def test_bad_prompts_are_refused_by_name(whisper, wav, sr, match):
         whisper.features(wav, sr)
 
 
+@pytest.mark.slow
+def test_the_whisper_base_frontend_is_the_same_recipe_wider(whisper, spoken):
+    from s2s.io.packages import BASE_SHA256
+
+    wav, sr = spoken
+    base = load_frontend("whisper_base")
+    feats, tiny = base.features(wav, sr), whisper.features(wav, sr)
+    assert feats.shape == (tiny.shape[0], 512) and base.frame_rate == whisper.frame_rate
+    assert torch.isfinite(feats).all() and feats.std() > 0.1
+    assert base.describe() == {"name": "whisper_base", "params": {"sha256": BASE_SHA256}}
+    _, desc = model_frontend("whisper_base")
+    with pytest.raises(FrontendError, match="trained with front-end whisper_tiny_en .* not whisper_base"):
+        check_frontend({"frontend": model_frontend("whisper_tiny_en")[1]}, desc)
+
+
 def test_unknown_frontend_names_the_valid_ones():
     with pytest.raises(FrontendError, match="valid front-ends"):
         load_frontend("hubert")
@@ -94,8 +109,13 @@ def test_attention_map_path_is_the_models_own(frontend):
     prompt, feats, reply = torch.randint(0, 32, (4, 9)), torch.randn(7, 24), torch.randint(0, 32, (4, 10))
     maps, logits = cross_attention_map(model, reply, prompt=prompt, features=feats)
     memory = 7 + (9 if frontend.endswith("codes") else 0)
-    assert maps.shape == (2, 10, memory)
-    assert torch.allclose(maps.sum(-1), torch.ones(2, 10), atol=1e-5)
+    heads = TINY["n_head"]
+    assert maps.shape == (2, heads, 10, memory)
+    assert torch.allclose(maps.sum(-1), torch.ones(2, heads, 10), atol=1e-5)
+    assert torch.equal(pick_map(maps, 1, heads - 1), maps[1, heads - 1])
+    assert torch.allclose(pick_map(maps), maps.mean((0, 1))) and torch.allclose(pick_map(maps, head=0), maps[:, 0].mean(0))
+    with pytest.raises(ValueError, match="layer must be in 0..1"):
+        pick_map(maps, layer=2)
     from s2s.data.dataset import Pair, collate
     from s2s.models import patterns
 

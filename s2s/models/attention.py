@@ -1,7 +1,8 @@
 """Where the reply listened: the decoder's cross-attention over the prompt, per layer.
 
     maps, logits = cross_attention_map(model, reply_codes, prompt=codes, features=feats)
-    maps[layer]          # [T_reply_frames, S_prompt]: attention weights averaged over heads
+    maps[layer, head]    # [T_reply_frames, S_prompt]: one head's attention weights
+    pick_map(maps, layer=None, head=None)   # averaged over layers and/or heads (None = all)
     prompt_segments(model, codes, feats)   # which memory columns are features, which are codes
 
 The reply is run teacher-forced (its own codes as input, as in training) through the same
@@ -23,7 +24,7 @@ from s2s.models.model import S2SModel
 def cross_attention_map(model: S2SModel, reply_codes: torch.Tensor, prompt: torch.Tensor | None = None,
                         features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """reply codes [K, T] (+ the prompt's codes [K, S] and/or features [S', D], as the model
-    hears) -> (maps [L, T, S_memory] averaged over heads, logits [K, T + K, V]).
+    hears) -> (maps [L, H, T, S_memory] per layer and head, logits [K, T + K, V]).
 
     Row t is the reply step that predicts frame t's first codebook (delay pattern)."""
     cfg = model.cfg
@@ -50,8 +51,18 @@ def cross_attention_map(model: S2SModel, reply_codes: torch.Tensor, prompt: torc
         y = (weights @ cv).transpose(1, 2).reshape(x.shape)
         x = x + attn.out(y)
         x = x + block.mlp(block.ln3(x))
-        maps.append(weights[0].mean(dim=0)[: reply_codes.shape[1]])
+        maps.append(weights[0, :, : reply_codes.shape[1]])
     return torch.stack(maps).cpu(), model.logits(x)[0].cpu()
+
+
+def pick_map(maps: torch.Tensor, layer: int | None = None, head: int | None = None) -> torch.Tensor:
+    """maps [L, H, T, S] -> [T, S]: one layer and head (0-based), or the mean over all (None)."""
+    n_layer, n_head = maps.shape[:2]
+    for value, n, what in ((layer, n_layer, "layer"), (head, n_head, "head")):
+        if value is not None and not 0 <= value < n:
+            raise ValueError(f"{what} must be in 0..{n - 1} (or None for all), got {value!r}")
+    maps = maps.mean(0) if layer is None else maps[layer]
+    return maps.mean(0) if head is None else maps[head]
 
 
 def prompt_segments(model: S2SModel, prompt: torch.Tensor | None, features: torch.Tensor | None) -> dict:

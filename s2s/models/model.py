@@ -26,7 +26,7 @@ from torch import nn
 
 from s2s.models import patterns
 
-MODEL_FRONTENDS = ("codes", "whisper_tiny_en", "whisper_tiny_en+codes")
+MODEL_FRONTENDS = ("codes", "whisper_tiny_en", "whisper_base", "whisper_tiny_en+codes")
 
 
 @dataclass
