@@ -84,6 +84,8 @@ def test_training_with_the_teacher_keeps_a_meaning_head(spoken_manifest, tiny_en
     assert load_topics(exported)[0] == names
     near = nearest_topics(model, torch.randn(30, model.cfg.feature_dim), (names, vectors), k=5)
     assert sorted(n for n, _ in near) == ["bye", "greet"] and all(-1 <= c <= 1 for _, c in near)
+    Trainer(args(spoken_manifest, tmp_path / "tuned", "--steps", "2", "--init", str(exported)), codec=tiny_encodec).run()
+    assert load_topics(tmp_path / "tuned")[0] == names  # a fine-tune without the teacher keeps its base's topics
     (exported / TOPICS_FILE).write_bytes(b"damaged")
     with pytest.raises(ValueError, match="meaning_topics.safetensors cannot be read"):
         load_topics(exported)

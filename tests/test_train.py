@@ -115,6 +115,13 @@ def test_bad_data_is_refused_before_training(spoken_manifest, tiny_encodec, tmp_
         Trainer(tiny_args(spoken_manifest, tmp_path / "o", "--init", str(other)), codec=tiny_encodec)
     with pytest.raises(ValueError, match="--resume: no checkpoint"):
         Trainer(tiny_args(spoken_manifest, tmp_path / "o", "--resume"), codec=tiny_encodec)
+    rows = [json.loads(line) for line in (broken / "manifest.jsonl").read_text().splitlines()]
+    rows[2]["response_text"] = " "
+    (broken / "prompts" / "greet-en-us.wav").write_bytes((spoken_manifest.parent / "prompts" / "greet-en-us.wav").read_bytes())
+    (broken / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=rf"1 row\(s\) of .* have no answer .*{rows[2]['id']}"):
+        Trainer(tiny_args(broken / "manifest.jsonl", tmp_path / "o"), codec=tiny_encodec)
+    assert not (tmp_path / "o").exists()  # nothing written before the refusals
 
 
 def test_learning_rate_schedule():

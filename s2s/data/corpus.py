@@ -111,10 +111,13 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(_norm(text).split())
 
 
+def _near(wa: frozenset[str], wb: frozenset[str]) -> bool:
+    return len(wa & wb) >= NEAR_COPY * max(1, len(wa | wb))
+
+
 def near_copy(a: str, b: str) -> bool:
     """Two wordings share NEAR_COPY or more of their words (Jaccard over word sets, normalised)."""
-    wa, wb = _words(a), _words(b)
-    return len(wa & wb) >= NEAR_COPY * max(1, len(wa | wb))
+    return _near(_words(a), _words(b))
 
 
 def _texts(entry: dict, key: str, where: str) -> list[str]:
@@ -181,7 +184,7 @@ def parse_intents(data, source: str = "intents") -> list[Intent]:
     for it in intents:
         for h in it.held_out:
             wh = _words(h)
-            copy = next(((p, n) for w, p, n in train if len(w & wh) >= NEAR_COPY * max(1, len(w | wh))), None)
+            copy = next(((p, n) for w, p, n in train if _near(w, wh)), None)
             if copy:
                 raise IntentsError(f"{source}: held-out wording {h!r} of {it.name!r} is a near copy of the "
                                    f"training phrasing {copy[0]!r} of {copy[1]!r}: reword one of them")

@@ -152,6 +152,7 @@ class Trainer:
                                  f"in {str(args.data)!r}, e.g. {silent[:3]}")
         self.frontend_name = self.checkpoint_frontend() or args.frontend
         self.frontend, self.frontend_desc = model_frontend(self.frontend_name)
+        self.topics = None  # meaning_topics.safetensors: the start checkpoint's, or made by run() with the teacher
         self.model, self.config, self.start_step, extra = self.build_model()
         if getattr(args, "train_only", "all") == "prompt":
             for name, p in self.model.named_parameters():
@@ -163,7 +164,6 @@ class Trainer:
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
         self.asr = None
-        self.topics = None  # meaning_topics.safetensors content (with the teacher), set by run()
         self.on_step = None  # called with (step, total steps, loss) after every step (a fine-tune's progress)
 
     @property
@@ -174,6 +174,10 @@ class Trainer:
         """Manifest rows for training and validation; every data error is raised here, before training."""
         data = Path(self.args.data)
         rows = select_rows(read_manifest(data), self.args.filter)
+        unanswered = [r["id"] for r in rows if not str(r["response_text"]).strip()]
+        if unanswered:
+            raise ValueError(f"{len(unanswered)} row(s) of {str(data)!r} have no answer (empty response_text), "
+                             f"e.g. {unanswered[:3]}: every intent needs its answer's text")
         train = [r for r in rows if r["split"] == "train"]
         if not train:
             raise ValueError(f"no training pairs in {str(data)!r} (filters: {self.args.filter or 'none'})")
@@ -200,6 +204,8 @@ class Trainer:
             check_codec(read_config(start), codec.describe(), where=f"checkpoint {str(start)!r}")
             check_frontend(read_config(start), self.frontend_desc, where=f"checkpoint {str(start)!r}")
             model, config = load_checkpoint(start, device=self.device, codec=codec.describe())
+            if (Path(start) / TOPICS_FILE).is_file():  # a fine-tune keeps its base's topic centroids
+                self.topics = (Path(start) / TOPICS_FILE).read_bytes()
             if self.teacher_folder and model.cfg.meaning_dim != TEACHER_DIM:
                 raise ValueError(f"--teacher {args.teacher}: checkpoint {str(start)!r} has no meaning head "
                                  f"(meaning_dim {model.cfg.meaning_dim}); train it from scratch with --teacher")
