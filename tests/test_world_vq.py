@@ -278,7 +278,8 @@ def test_the_codec_keeps_the_assistants_pitch():
     s = summary(rows)
     assert s["compared"] >= 40
     assert abs(s["median_semitones"]) <= 0.5  # -0.06
-    assert s["within_1"] >= 0.75 and s["within_2"] >= 0.85  # 0.80 / 0.87 (fun_fact: +20, YIN misses)
+    assert s["within_1"] >= 0.75 and s["within_2"] >= 0.85  # 0.78 / 0.87
+    assert s["max_abs_semitones"] < 9  # fun_fact +7.9 (YIN alone read it at 619 Hz, +32)
     battery = next(r for r in rows if r["name"] == "battery")
     x = load_audio(str(wvq.ROOT / "assets/eval/answers/battery.flac"), 24000).numpy().astype(np.float64)
     f0, t = pyworld.dio(x, 24000, f0_floor=world.F0_MIN, f0_ceil=world.F0_MAX, frame_period=world.FRAME_PERIOD_MS)

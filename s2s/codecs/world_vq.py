@@ -234,7 +234,7 @@ class WorldVQCodec(Codec):
     stream_crossfade_ms = 2.5
     stream_max_context_frames = 150  # 2 s: longer voiced runs fall back to a crossfaded window
 
-    analysis = "dio-voicing+yin-f0"  # encode's F0 analysis (s2s/codecs/world.py); decode does not depend on it
+    analysis = "dio-voicing+yin-f0-under-dio"  # encode's F0 analysis (s2s/codecs/world.py); decode does not depend on it
 
     def __init__(self, tables: str | os.PathLike | None = None) -> None:
         self.tables = load_tables(tables)
