@@ -308,6 +308,8 @@ def test_bundled_eval_set_is_valid_and_held_out():
     intents = load_intents()
     held_out = {p for i in intents for p in i.held_out if i.name != corpus.OUT_OF_SCOPE}
     off_topic = next(i for i in intents if i.name == corpus.OUT_OF_SCOPE)
+    by_meaning = {p for i in intents for p in i.held_out[2:]}  # the wordings written later, by meaning
+    assert sum(r["prompt_text"] in by_meaning for r in rows if r["split"] == "eval_phrasings") >= 15  # 20 of 40
     for r in rows:
         assert r["prompt_audio"].endswith(".flac") and r["response_audio"].endswith(".flac")
         if r["split"] == "eval_phrasings":

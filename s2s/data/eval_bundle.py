@@ -22,11 +22,17 @@ from s2s.io.manifest import ManifestError, audio_path, read_manifest, write_mani
 log = logging.getLogger(__name__)
 
 
-def _round_robin(rows: list[dict], n: int, group) -> list[dict]:
-    """Up to n rows taken in turn from each group(row) (sorted), in the rows' order within a group."""
+def _round_robin(rows: list[dict], n: int, group, rotate: bool = False) -> list[dict]:
+    """Up to n rows taken in turn from each group(row) (sorted), in the rows' order within a group;
+    rotate: the j-th group starts at its row j (mod its size), so that groups whose rows cycle
+    through alternatives (an intent's held-out wordings) do not all give their first."""
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(group(r), []).append(r)
+    if rotate:
+        for j, g in enumerate(sorted(groups)):
+            k = j % len(groups[g])
+            groups[g] = groups[g][k:] + groups[g][:k]
     picked: list[dict] = []
     while len(picked) < n and any(groups.values()):
         for g in sorted(groups):
@@ -42,8 +48,8 @@ def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: 
     Takes round(eval_pairs * voices_share) eval_voices pairs round-robin over the held-out
     voices, round(eval_pairs * family_share) eval_family pairs round-robin over the held-out
     family's voices, round(eval_pairs * oos_share) eval_oos pairs (if the corpus has that
-    split; in their order), the rest from eval_phrasings round-robin over intents (130: 40 /
-    30 / 20 / 40); copies the pysptk
+    split; in their order), the rest from eval_phrasings round-robin over intents, each intent's
+    held-out wordings in turn (130: 40 / 30 / 20 / 40); copies the pysptk
     CMU ARCTIC recording (16 kHz, real human speech) with its licence for codec checks.
     """
     corpus, dest = Path(corpus), Path(dest)
@@ -59,7 +65,7 @@ def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: 
     picked = _round_robin(split("eval_voices"), round(eval_pairs * voices_share), voice_family)
     picked += _round_robin(split("eval_family"), round(eval_pairs * family_share), voice_family)
     picked += split("eval_oos")[: round(eval_pairs * oos_share)]
-    picked += _round_robin(split("eval_phrasings"), eval_pairs - len(picked), lambda r: r["intent"])
+    picked += _round_robin(split("eval_phrasings"), eval_pairs - len(picked), lambda r: r["intent"], rotate=True)
     if len(picked) < eval_pairs:
         raise ValueError(f"{corpus} has only {len(picked)} eval pairs, asked for {eval_pairs}: "
                          f"build it with more --eval-voices-pairs / --eval-phrasings-pairs")
