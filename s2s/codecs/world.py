@@ -103,7 +103,8 @@ def yin_f0(xp: np.ndarray, n: int) -> np.ndarray:
 
 def below(f0: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
     """f0 moved down by whole octaves until it is at most `ceiling` (where the ceiling is > 0)."""
-    k = np.ceil(np.log2(np.maximum(f0, 1e-3) / np.where(ceiling > 0, ceiling, np.inf)))
+    ratio = np.divide(f0, ceiling, out=np.zeros(np.shape(f0)), where=ceiling > 0)
+    k = np.ceil(np.log2(np.maximum(ratio, 1e-12)))
     return f0 / 2.0 ** np.maximum(k, 0.0)
 
 
