@@ -38,6 +38,7 @@ through s2s/data/voices.py by this builder: nothing in the pipeline, app or eval
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -192,12 +193,21 @@ def parse_intents(data, source: str = "intents") -> list[Intent]:
 
 
 def load_intents(path: str | os.PathLike = DEFAULT_INTENTS) -> list[Intent]:
-    """Read and validate an intents JSON file (see parse_intents)."""
+    """Read and validate an intents JSON file (see parse_intents); parsed once per file version."""
+    try:
+        stamp = Path(path).stat().st_mtime_ns
+    except OSError as e:
+        raise IntentsError(f"{path}: cannot read intents JSON: {e}") from e
+    return list(_load_intents(str(path), stamp))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_intents(path: str, stamp: int) -> tuple[Intent, ...]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise IntentsError(f"{path}: cannot read intents JSON: {e}") from e
-    return parse_intents(data, str(path))
+    return tuple(parse_intents(data, path))
 
 
 def _sample_augment(rng: random.Random, share: float) -> dict:

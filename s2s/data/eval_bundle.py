@@ -47,7 +47,7 @@ def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: 
 
     Takes round(eval_pairs * voices_share) eval_voices pairs round-robin over the held-out
     voices, round(eval_pairs * family_share) eval_family pairs round-robin over the held-out
-    family's voices, round(eval_pairs * oos_share) eval_oos pairs (if the corpus has that
+    family's voices (and every intent's answer, for fine-tunes), round(eval_pairs * oos_share) eval_oos pairs (if the corpus has that
     split; in their order), the rest from eval_phrasings round-robin over intents, each intent's
     held-out wordings in turn (130: 40 / 30 / 20 / 40); copies the pysptk
     CMU ARCTIC recording (16 kHz, real human speech) with its licence for codec checks.
@@ -72,19 +72,22 @@ def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: 
     for sub in ("prompts", "answers"):
         shutil.rmtree(dest / sub, ignore_errors=True)
     out_rows = []
+
+    def copy(source: str, target: Path) -> str:
+        if not target.exists():
+            x, sr = sf.read(str(corpus / source), dtype="int16")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".flac", dir=target.parent)
+            os.close(fd)
+            sf.write(tmp, x, sr, subtype="PCM_16", format="FLAC")
+            os.replace(tmp, target)
+        return target.relative_to(dest).as_posix()
+
     for r in picked:
-        row = dict(r)
-        for key, sub, stem in (("prompt_audio", "prompts", r["id"]), ("response_audio", "answers", r["intent"])):
-            target = dest / sub / f"{stem}.flac"
-            if not target.exists():
-                x, sr = sf.read(str(corpus / r[key]), dtype="int16")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(suffix=".flac", dir=target.parent)
-                os.close(fd)
-                sf.write(tmp, x, sr, subtype="PCM_16", format="FLAC")
-                os.replace(tmp, target)
-            row[key] = target.relative_to(dest).as_posix()
-        out_rows.append(row)
+        out_rows.append({**r, "prompt_audio": copy(r["prompt_audio"], dest / "prompts" / f"{r['id']}.flac"),
+                         "response_audio": copy(r["response_audio"], dest / "answers" / f"{r['intent']}.flac")})
+    for r in rows:  # every intent's answer, picked or not: a fine-tune pairs a person's clips with them
+        copy(r["response_audio"], dest / "answers" / f"{r['intent']}.flac")
     write_manifest(dest / "manifest.jsonl", out_rows)
     import pysptk.util
 
