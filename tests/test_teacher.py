@@ -3,20 +3,21 @@ the refusals before training starts (missing or damaged teacher, prompts without
 feature cache)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from s2s.data.dataset import featurise
 from s2s.io.packages import PackageError
-from s2s.models.model import ModelConfig, S2SModel
-from s2s.training import teacher
-from s2s.training.flags import parse_args
 from s2s.models.checkpoint import load_checkpoint
 from s2s.models.meaning import TOPICS_FILE, load_topics, nearest_topics
-from s2s.training import train
+from s2s.models.model import ModelConfig, S2SModel
+from s2s.training import teacher, train
+from s2s.training.flags import parse_args
 from s2s.training.train import Trainer
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "10m", "--batch-frames", "2000", "--lr", "3e-3", "--warmup", "2", "--dropout", "0",
         "--check-every", "0", "--eval-every", "0", "--workers", "1", "--threads", "2", "--save-every", "0"]
 
@@ -124,3 +125,22 @@ def test_a_damaged_feature_cache_is_named(spoken_manifest, tmp_path):
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     with pytest.raises(ValueError, match=f"the cache {path} cannot be read .*delete it"):
         featurise(manifest, rows, frontend)
+
+
+@pytest.mark.slow
+def test_the_bundled_prototype_says_what_it_heard():
+    """v3's meaning head against its stored topic centroids (95% top-1 on the bundled eval_voices)."""
+    from types import SimpleNamespace
+
+    from s2s import load_pipeline
+    from s2s.io.audio import load_audio
+    from tabs.talk import heard_text
+
+    pipe = load_pipeline()
+    wav = load_audio(str(ROOT / "assets/eval/prompts/eval_voices_00000.flac"), 16000)  # "Give me a fun fact."
+    features = pipe.frontend.features(wav, 16000)
+    names, _ = load_topics(pipe.checkpoint)
+    assert len(names) == 51 and "out_of_scope" in names
+    assert nearest_topics(pipe.model, features, load_topics(pipe.checkpoint), k=1)[0][0] == "fun_fact"
+    text = heard_text(pipe, SimpleNamespace(prompt_features=features))
+    assert text.startswith("**What it heard**") and "`fun_fact`" in text.split("·")[0]

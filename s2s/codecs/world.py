@@ -5,7 +5,8 @@
 
 Frames: the 24 kHz signal is zero-padded to F * 320 samples, F = ceil(T / 320); frame i is
 analysed at sample i * 320 (voicing from pyworld dio + stonemask, F0 values from YIN, then
-CheapTrick envelope and D4C aperiodicity at that F0, 13.333 ms hop) and synthesise() renders exactly F * 320 samples from F frames.
+CheapTrick envelope and D4C aperiodicity at that F0, 13.333 ms hop) and synthesise() renders
+exactly F * 320 samples from F frames.
 Envelopes are floored FLOOR_DB below the utterance's loudest frame (so empty bands of
 band-limited input, e.g. 16 kHz recordings, and digital silence look alike) and turned into a
 39th-order mel-cepstrum (alpha 0.466) by the linear map pysptk.sp2mc applies. The WORLD-VQ

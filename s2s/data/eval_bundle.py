@@ -47,10 +47,11 @@ def bundle_eval(corpus: str | os.PathLike, dest: str | os.PathLike, eval_pairs: 
 
     Takes round(eval_pairs * voices_share) eval_voices pairs round-robin over the held-out
     voices, round(eval_pairs * family_share) eval_family pairs round-robin over the held-out
-    family's voices (and every intent's answer, for fine-tunes), round(eval_pairs * oos_share) eval_oos pairs (if the corpus has that
-    split; in their order), the rest from eval_phrasings round-robin over intents, each intent's
-    held-out wordings in turn (130: 40 / 30 / 20 / 40); copies the pysptk
-    CMU ARCTIC recording (16 kHz, real human speech) with its licence for codec checks.
+    family's voices, round(eval_pairs * oos_share) eval_oos pairs (if the corpus has that split;
+    in their order), the rest from eval_phrasings round-robin over intents, each intent's
+    held-out wordings in turn (130: 40 / 30 / 20 / 40); copies every intent's answer (a
+    fine-tune pairs a person's clips with them) and the pysptk CMU ARCTIC recording (16 kHz,
+    real human speech) with its licence for codec checks.
     """
     corpus, dest = Path(corpus), Path(dest)
     rows = read_manifest(corpus / "manifest.jsonl")
