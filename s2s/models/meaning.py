@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save
+from safetensors.torch import safe_open, save
 
 TOPICS_FILE = "meaning_topics.safetensors"
 
@@ -43,9 +43,9 @@ def load_topics(checkpoint: str | Path) -> tuple[list[str], torch.Tensor] | None
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), "pt") as f:
+        with safe_open(str(path), "pt") as f:  # one read: the names in the metadata, then the vectors
             names = json.loads(f.metadata()["names"])
-        vectors = load_file(str(path))["vectors"]
+            vectors = f.get_tensor("vectors")
     except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as e:
         raise ValueError(f"{path} cannot be read ({e}); retrain or export the checkpoint again") from None
     if vectors.dim() != 2 or len(names) != vectors.shape[0]:
